@@ -1,0 +1,140 @@
+// The runtime interface: everything above src/runtime sees only these types, never Wasmtime's.
+// The gateway and the node are written against Runtime/Module so they can be tested with a fake
+// (see runtime/fake_runtime.h).
+//
+// Threading: a Runtime and the Modules it returns are thread-safe; Load and Invoke may be called
+// from any number of threads at once. Each Invoke runs guest code on the calling thread, in a
+// fresh sandbox (its own Store and WASI context) that dies when Invoke returns.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "util/result.h"
+
+namespace wasmlet::runtime {
+
+// A host directory made visible to the guest. Nothing is visible unless preopened.
+struct Preopen {
+  std::string host_path;
+  std::string guest_path;
+  bool read_only = false;
+};
+
+enum class StdinMode { kEmpty, kBytes, kFile, kInherit };
+enum class OutputMode { kDiscard, kCallback, kFile, kInherit };
+
+// Receives guest output in write order, on the thread running the guest. Returning false
+// makes that write fail in the guest (EPIPE), e.g. when the HTTP client went away.
+using OutputCallback = std::function<bool(std::string_view)>;
+
+struct Limits {
+  // Maximum linear memory of the instance in bytes; 0 = the engine's per-instance maximum.
+  uint64_t memory_bytes = 0;
+  // Wall-clock budget for guest code; zero = unlimited. Enforced with epoch interruption.
+  std::chrono::milliseconds timeout{0};
+};
+
+struct InvokeRequest {
+  std::string entrypoint = "_start";
+  std::vector<std::string> args;  // argv, argv[0] included
+  std::vector<std::pair<std::string, std::string>> env;
+  std::vector<Preopen> preopens;
+
+  StdinMode stdin_mode = StdinMode::kEmpty;
+  std::string stdin_data;  // the bytes (kBytes) or a host path (kFile)
+
+  OutputMode stdout_mode = OutputMode::kDiscard;
+  OutputCallback stdout_callback;  // kCallback
+  std::string stdout_path;         // kFile
+  OutputMode stderr_mode = OutputMode::kDiscard;
+  OutputCallback stderr_callback;
+  std::string stderr_path;
+
+  Limits limits;
+};
+
+enum class Outcome {
+  kExited,       // returned from the entrypoint (exit code 0) or called proc_exit
+  kTrapped,      // a wasm trap (unreachable, bad memory access, ...)
+  kTimedOut,     // the deadline in Limits::timeout passed
+  kMemoryLimit,  // the guest failed after its memory reached Limits::memory_bytes
+  kStackOverflow,
+};
+
+const char* OutcomeName(Outcome outcome);
+
+struct InvokeResult {
+  Outcome outcome = Outcome::kExited;
+  int exit_code = 0;
+  std::string message;    // trap or limit description, empty on a plain exit
+  std::string backtrace;  // wasm backtrace, one frame per line, for traps
+  uint64_t memory_bytes = 0;  // linear memory size at the end
+  std::chrono::nanoseconds duration{0};
+
+  bool success() const { return outcome == Outcome::kExited && exit_code == 0; }
+  // One line: "exited with code 3", "trapped: wasm `unreachable` instruction executed", ...
+  std::string Describe() const;
+};
+
+// A compiled and linked module, ready to be instantiated any number of times.
+class Module {
+ public:
+  virtual ~Module() = default;
+  // sha256 hex of the bytes the module was loaded from.
+  virtual const std::string& digest() const = 0;
+  // Name used in messages (file name or reference).
+  virtual const std::string& name() const = 0;
+  virtual bool HasFunctionExport(std::string_view name) const = 0;
+  virtual std::vector<std::string> FunctionExports() const = 0;
+  // Runs one fresh instance. An Error means the sandbox could not be set up (a missing
+  // preopen directory, a missing export); guest failures are reported in InvokeResult.
+  virtual Result<InvokeResult> Invoke(const InvokeRequest& request) const = 0;
+};
+
+struct RuntimeStats {
+  uint64_t modules_compiled = 0;      // compiled from wasm in this process
+  uint64_t disk_cache_hits = 0;       // loaded from a precompiled artifact in the cache dir
+  uint64_t memory_cache_hits = 0;     // served from the in-process module table
+  uint64_t instances_running = 0;
+  uint64_t instances_total = 0;
+};
+
+struct RuntimeOptions {
+  // Directory for precompiled artifacts keyed by digest + engine fingerprint; empty = none.
+  std::string cache_dir;
+  // Accept precompiled artifacts given directly to Load/LoadFile (trusted input only:
+  // artifacts are native code). Artifacts in cache_dir are always accepted.
+  bool allow_precompiled = true;
+  // Pooling allocator sizing: concurrent instances and their largest linear memory.
+  uint32_t max_instances = 1000;
+  uint64_t max_memory_bytes = 4ull << 30;
+  // Resolution of deadlines.
+  std::chrono::milliseconds epoch_tick{1};
+};
+
+class Runtime {
+ public:
+  virtual ~Runtime() = default;
+  // Bytes may be a wasm binary, WAT text, or (if allowed) a precompiled artifact.
+  virtual Result<std::shared_ptr<const Module>> Load(std::string_view bytes,
+                                                     const std::string& name) = 0;
+  virtual Result<std::shared_ptr<const Module>> LoadFile(const std::string& path) = 0;
+  // Compiles wasm/WAT bytes into an artifact that Load accepts later (`wasmlet compile`).
+  virtual Result<std::string> Precompile(std::string_view bytes, const std::string& name) = 0;
+  virtual RuntimeStats Stats() const = 0;
+  // "wasmtime 48.0.8" or "fake"
+  virtual std::string EngineDescription() const = 0;
+};
+
+// The real runtime on Wasmtime (runtime/wasmtime_runtime.cc).
+Result<std::unique_ptr<Runtime>> CreateWasmtimeRuntime(const RuntimeOptions& options);
+std::string WasmtimeVersion();
+
+}  // namespace wasmlet::runtime

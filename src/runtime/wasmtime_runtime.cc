@@ -1,0 +1,650 @@
+// Runtime on Wasmtime's C/C++ API. The only file (with runtime/ itself) that sees Wasmtime.
+//
+// Design (docs/architecture.md):
+//  - One Engine per Runtime: Cranelift, pooling allocator with copy-on-write memory images,
+//    epoch interruption driven by a ticker thread; each Store gets its own deadline.
+//  - Modules are compiled once per sha256 digest: an in-process table of weak references, then a
+//    disk cache of precompiled artifacts named <digest>-<engine fingerprint>.cwasm loaded with
+//    mmap. An artifact that fails to load (stale, truncated, corrupt) is recompiled and replaced.
+//  - Each Module is linked once (InstancePre); an invocation is a Store + WASI context +
+//    instantiate + call.
+#include <wasmtime.hh>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "runtime/runtime.h"
+#include "util/files.h"
+#include "util/log.h"
+#include "util/sha256.h"
+
+namespace wasmlet::runtime {
+
+namespace {
+
+constexpr char kWasmtimeVersion[] = WASMTIME_VERSION;
+
+std::string TakeErrorMessage(wasmtime_error_t* error) {
+  wasm_name_t message;
+  wasmtime_error_message(error, &message);
+  std::string out(message.data, message.size);
+  wasm_byte_vec_delete(&message);
+  wasmtime_error_delete(error);
+  return out;
+}
+
+std::string FirstLine(const std::string& text) {
+  auto end = text.find('\n');
+  return end == std::string::npos ? text : text.substr(0, end);
+}
+
+// Formats a wasm backtrace, one frame per line: "  0: hello.wasm!main (func 12 @ 0x1f3)".
+std::string FormatTrace(const wasm_frame_vec_t& frames, const std::string& module_name) {
+  std::string out;
+  for (size_t i = 0; i < frames.size; ++i) {
+    const wasm_frame_t* frame = frames.data[i];
+    const wasm_name_t* func = wasmtime_frame_func_name(frame);
+    const wasm_name_t* mod = wasmtime_frame_module_name(frame);
+    out += "  " + std::to_string(i) + ": ";
+    out += mod != nullptr ? std::string(mod->data, mod->size) : module_name;
+    out += "!";
+    out += func != nullptr ? std::string(func->data, func->size)
+                           : "<func " + std::to_string(wasm_frame_func_index(frame)) + ">";
+    char offset[32];
+    std::snprintf(offset, sizeof offset, " @ 0x%zx", wasm_frame_module_offset(frame));
+    out += offset;
+    out += "\n";
+  }
+  return out;
+}
+
+bool LooksLikeWasm(std::string_view bytes) {
+  return bytes.size() >= 4 && bytes.substr(0, 4) == std::string_view("\0asm", 4);
+}
+bool LooksLikeArtifact(std::string_view bytes) {
+  return bytes.size() >= 4 && bytes.substr(0, 4) == "\x7f" "ELF";
+}
+
+// Increments the engine epoch every tick while the runtime lives.
+class EpochTicker {
+ public:
+  EpochTicker(wasm_engine_t* engine, std::chrono::milliseconds tick) {
+    thread_ = std::thread([this, engine, tick] {
+      std::unique_lock lock(mutex_);
+      while (!stop_) {
+        cv_.wait_for(lock, tick);
+        wasmtime_engine_increment_epoch(engine);
+      }
+    });
+  }
+  ~EpochTicker() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool stop_ = false;  // guarded by mutex_
+  std::thread thread_;
+};
+
+class WasmtimeRuntime;
+
+// Output sinks handed to WASI as custom stdout/stderr.
+ptrdiff_t WriteToCallback(void* data, const unsigned char* buffer, size_t size) {
+  auto* callback = static_cast<const OutputCallback*>(data);
+  if (!(*callback)(std::string_view(reinterpret_cast<const char*>(buffer), size))) {
+    return -EPIPE;
+  }
+  return static_cast<ptrdiff_t>(size);
+}
+
+class WasmtimeModule final : public Module {
+ public:
+  WasmtimeModule(WasmtimeRuntime* runtime, wasmtime_module_t* module,
+                 wasmtime_instance_pre_t* pre, std::string digest, std::string name)
+      : runtime_(runtime), module_(module), pre_(pre), digest_(std::move(digest)),
+        name_(std::move(name)) {
+    wasm_exporttype_vec_t exports;
+    wasmtime_module_exports(module_, &exports);
+    for (size_t i = 0; i < exports.size; ++i) {
+      const wasm_externtype_t* type = wasm_exporttype_type(exports.data[i]);
+      if (wasm_externtype_kind(type) == WASM_EXTERN_FUNC) {
+        const wasm_name_t* n = wasm_exporttype_name(exports.data[i]);
+        function_exports_.emplace_back(n->data, n->size);
+      }
+    }
+    wasm_exporttype_vec_delete(&exports);
+  }
+  ~WasmtimeModule() override {
+    wasmtime_instance_pre_delete(pre_);
+    wasmtime_module_delete(module_);
+  }
+
+  const std::string& digest() const override { return digest_; }
+  const std::string& name() const override { return name_; }
+  bool HasFunctionExport(std::string_view name) const override {
+    for (const auto& e : function_exports_) {
+      if (e == name) return true;
+    }
+    return false;
+  }
+  std::vector<std::string> FunctionExports() const override { return function_exports_; }
+  Result<InvokeResult> Invoke(const InvokeRequest& request) const override;
+
+ private:
+  WasmtimeRuntime* runtime_;
+  wasmtime_module_t* module_;
+  wasmtime_instance_pre_t* pre_;
+  std::string digest_;
+  std::string name_;
+  std::vector<std::string> function_exports_;
+};
+
+class WasmtimeRuntime final : public Runtime {
+ public:
+  static Result<std::unique_ptr<Runtime>> Create(const RuntimeOptions& options) {
+    auto runtime = std::unique_ptr<WasmtimeRuntime>(new WasmtimeRuntime(options));
+    if (auto status = runtime->Init(); !status.ok()) return status.take_error();
+    return std::unique_ptr<Runtime>(std::move(runtime));
+  }
+
+  ~WasmtimeRuntime() override {
+    ticker_.reset();
+    if (linker_ != nullptr) wasmtime_linker_delete(linker_);
+  }
+
+  Result<std::shared_ptr<const Module>> Load(std::string_view bytes,
+                                             const std::string& name) override {
+    std::string digest = Sha256Hex(bytes);
+    if (auto cached = FromTable(digest)) return cached;
+
+    wasmtime_module_t* module = nullptr;
+    if (LooksLikeArtifact(bytes)) {
+      if (!options_.allow_precompiled) {
+        return MakeError(Phase::kCompile, "precompiled artifacts are not allowed here", name);
+      }
+      wasmtime_error_t* error = wasmtime_module_deserialize(
+          engine_.capi(), reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), &module);
+      if (error != nullptr) {
+        return MakeError(Phase::kCompile,
+                         "cannot load precompiled artifact (built by another wasmlet or "
+                         "Wasmtime version?): " + FirstLine(TakeErrorMessage(error)),
+                         name);
+      }
+    } else {
+      std::string artifact_path = ArtifactPath(digest);
+      if (!artifact_path.empty()) module = LoadArtifact(artifact_path, name);
+      if (module != nullptr) {
+        disk_cache_hits_.fetch_add(1);
+      } else {
+        auto compiled = CompileBytes(bytes, name);
+        if (!compiled.ok()) return compiled.take_error();
+        module = *compiled;
+        if (!artifact_path.empty()) StoreArtifact(module, artifact_path, name);
+      }
+    }
+    return Finish(module, digest, name);
+  }
+
+  Result<std::shared_ptr<const Module>> LoadFile(const std::string& path) override {
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) {
+      return MakeError(Phase::kIo, std::string("cannot open module: ") + std::strerror(errno),
+                       path);
+    }
+    if (S_ISDIR(st.st_mode)) return MakeError(Phase::kIo, "is a directory, not a module", path);
+    auto bytes = ReadFile(path);
+    if (!bytes.ok()) return bytes.take_error();
+    if (bytes->empty()) return MakeError(Phase::kCompile, "file is empty", path);
+    return Load(*bytes, std::filesystem::path(path).filename().string());
+  }
+
+  Result<std::string> Precompile(std::string_view bytes, const std::string& name) override {
+    if (LooksLikeArtifact(bytes)) {
+      return MakeError(Phase::kCompile, "already a precompiled artifact", name);
+    }
+    auto compiled = CompileBytes(bytes, name);
+    if (!compiled.ok()) return compiled.take_error();
+    wasm_byte_vec_t serialized;
+    wasmtime_error_t* error = wasmtime_module_serialize(*compiled, &serialized);
+    wasmtime_module_delete(*compiled);
+    if (error != nullptr) return MakeError(Phase::kCompile, TakeErrorMessage(error), name);
+    std::string out(serialized.data, serialized.size);
+    wasm_byte_vec_delete(&serialized);
+    return out;
+  }
+
+  RuntimeStats Stats() const override {
+    RuntimeStats stats;
+    stats.modules_compiled = modules_compiled_.load();
+    stats.disk_cache_hits = disk_cache_hits_.load();
+    stats.memory_cache_hits = memory_cache_hits_.load();
+    stats.instances_running = instances_running_.load();
+    stats.instances_total = instances_total_.load();
+    return stats;
+  }
+
+  std::string EngineDescription() const override {
+    return std::string("wasmtime ") + kWasmtimeVersion;
+  }
+
+  wasm_engine_t* engine() const { return engine_.capi(); }
+  const RuntimeOptions& options() const { return options_; }
+  uint64_t TicksFor(std::chrono::milliseconds timeout) const {
+    auto tick = options_.epoch_tick.count() > 0 ? options_.epoch_tick.count() : 1;
+    return static_cast<uint64_t>((timeout.count() + tick - 1) / tick) + 1;
+  }
+  std::atomic<uint64_t> instances_running_{0};
+  std::atomic<uint64_t> instances_total_{0};
+
+ private:
+  static wasmtime::Config MakeConfig(const RuntimeOptions& options) {
+    wasmtime::Config config;
+    config.strategy(wasmtime::Strategy::Cranelift);
+    config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    config.epoch_interruption(true);
+    config.memory_init_cow(true);
+    wasmtime::PoolAllocationConfig pool;
+    pool.total_core_instances(options.max_instances);
+    pool.total_memories(options.max_instances);
+    pool.total_tables(options.max_instances);
+    pool.total_stacks(options.max_instances);
+    pool.max_memory_size(static_cast<size_t>(options.max_memory_bytes));
+    config.pooling_allocation_strategy(pool);
+    return config;
+  }
+
+  explicit WasmtimeRuntime(const RuntimeOptions& options)
+      : options_(options), engine_(MakeConfig(options)) {
+    // Everything that changes generated code goes into the fingerprint; Wasmtime also checks
+    // compatibility itself when an artifact is loaded.
+    fingerprint_ = Sha256Hex(std::string("wasmtime-") + kWasmtimeVersion +
+                             ";cranelift;speed;epoch;cow;pooling;x86_64")
+                       .substr(0, 16);
+  }
+
+  Status Init() {
+    linker_ = wasmtime_linker_new(engine_.capi());
+    wasmtime_error_t* error = wasmtime_linker_define_wasi(linker_);
+    if (error != nullptr) return MakeError(Phase::kLink, TakeErrorMessage(error), "wasi");
+    if (!options_.cache_dir.empty()) {
+      if (auto status = MakeDirs(options_.cache_dir); !status.ok()) return status;
+    }
+    ticker_ = std::make_unique<EpochTicker>(engine_.capi(), options_.epoch_tick);
+    return OkStatus();
+  }
+
+  std::shared_ptr<const Module> FromTable(const std::string& digest) {
+    std::lock_guard lock(mutex_);
+    auto it = modules_.find(digest);
+    if (it == modules_.end()) return nullptr;
+    auto module = it->second.lock();
+    if (module) memory_cache_hits_.fetch_add(1);
+    return module;
+  }
+
+  std::string ArtifactPath(const std::string& digest) const {
+    if (options_.cache_dir.empty()) return {};
+    return options_.cache_dir + "/" + digest + "-" + fingerprint_ + ".cwasm";
+  }
+
+  wasmtime_module_t* LoadArtifact(const std::string& path, const std::string& name) {
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) return nullptr;
+    wasmtime_module_t* module = nullptr;
+    wasmtime_error_t* error = wasmtime_module_deserialize_file(engine_.capi(), path.c_str(), &module);
+    if (error != nullptr) {
+      WLOG_WARN("cached artifact for {} is unusable, recompiling: {}: {}", name, path,
+                FirstLine(TakeErrorMessage(error)));
+      ::unlink(path.c_str());
+      return nullptr;
+    }
+    return module;
+  }
+
+  void StoreArtifact(wasmtime_module_t* module, const std::string& path, const std::string& name) {
+    wasm_byte_vec_t serialized;
+    wasmtime_error_t* error = wasmtime_module_serialize(module, &serialized);
+    if (error != nullptr) {
+      WLOG_WARN("cannot serialize {} for the cache: {}", name, TakeErrorMessage(error));
+      return;
+    }
+    auto status = WriteFileAtomic(path, std::string_view(serialized.data, serialized.size));
+    wasm_byte_vec_delete(&serialized);
+    if (!status.ok()) WLOG_WARN("cannot write compile cache: {}", status.error().ToString());
+  }
+
+  Result<wasmtime_module_t*> CompileBytes(std::string_view bytes, const std::string& name) {
+    wasm_byte_vec_t wasm;
+    bool converted = false;
+    if (!LooksLikeWasm(bytes)) {
+      if (LooksLikeArtifact(bytes)) {
+        return MakeError(Phase::kCompile, "expected wasm or WAT, got a precompiled artifact", name);
+      }
+      // Not binary wasm: try the text format, and say which it was when both fail.
+      bool printable_start = !bytes.empty() && (bytes[0] == '(' || bytes[0] == ';' ||
+                                                std::isspace(static_cast<unsigned char>(bytes[0])));
+      wasmtime_error_t* error = wasmtime_wat2wasm(bytes.data(), bytes.size(), &wasm);
+      if (error != nullptr) {
+        std::string message = TakeErrorMessage(error);
+        if (!printable_start) {
+          return MakeError(Phase::kCompile,
+                           "not a WebAssembly module (no \\0asm magic and not WAT text)", name);
+        }
+        return MakeError(Phase::kCompile, "invalid WAT: " + message, name);
+      }
+      converted = true;
+    }
+    const uint8_t* data = converted ? reinterpret_cast<const uint8_t*>(wasm.data)
+                                    : reinterpret_cast<const uint8_t*>(bytes.data());
+    size_t size = converted ? wasm.size : bytes.size();
+    wasmtime_module_t* module = nullptr;
+    wasmtime_error_t* error = wasmtime_module_new(engine_.capi(), data, size, &module);
+    if (converted) wasm_byte_vec_delete(&wasm);
+    if (error != nullptr) {
+      return MakeError(Phase::kCompile, "invalid module: " + FirstLine(TakeErrorMessage(error)),
+                       name);
+    }
+    modules_compiled_.fetch_add(1);
+    return module;
+  }
+
+  Result<std::shared_ptr<const Module>> Finish(wasmtime_module_t* module, const std::string& digest,
+                                               const std::string& name) {
+    wasmtime_instance_pre_t* pre = nullptr;
+    wasmtime_error_t* error = wasmtime_linker_instantiate_pre(linker_, module, &pre);
+    if (error != nullptr) {
+      wasmtime_module_delete(module);
+      return MakeError(Phase::kLink, FirstLine(TakeErrorMessage(error)), name);
+    }
+    auto result = std::make_shared<WasmtimeModule>(this, module, pre, digest, name);
+    std::lock_guard lock(mutex_);
+    auto& slot = modules_[digest];
+    if (auto existing = slot.lock()) return std::shared_ptr<const Module>(existing);
+    slot = result;
+    return std::shared_ptr<const Module>(result);
+  }
+
+  RuntimeOptions options_;
+  wasmtime::Engine engine_;
+  std::string fingerprint_;
+  wasmtime_linker_t* linker_ = nullptr;  // immutable after Init; shared by all threads
+  std::unique_ptr<EpochTicker> ticker_;
+  std::mutex mutex_;
+  std::map<std::string, std::weak_ptr<WasmtimeModule>> modules_;  // guarded by mutex_
+  std::atomic<uint64_t> modules_compiled_{0};
+  std::atomic<uint64_t> disk_cache_hits_{0};
+  std::atomic<uint64_t> memory_cache_hits_{0};
+};
+
+// Holds a Store for one invocation and releases it on every path.
+struct StoreGuard {
+  wasmtime_store_t* store;
+  std::atomic<uint64_t>* running;
+  ~StoreGuard() {
+    wasmtime_store_delete(store);
+    running->fetch_sub(1);
+  }
+};
+
+Result<InvokeResult> WasmtimeModule::Invoke(const InvokeRequest& request) const {
+  auto started = std::chrono::steady_clock::now();
+  runtime_->instances_running_.fetch_add(1);
+  runtime_->instances_total_.fetch_add(1);
+  StoreGuard guard{wasmtime_store_new(runtime_->engine(), nullptr, nullptr),
+                   &runtime_->instances_running_};
+  wasmtime_context_t* context = wasmtime_store_context(guard.store);
+
+  uint64_t memory_limit = request.limits.memory_bytes;
+  if (memory_limit == 0 || memory_limit > runtime_->options().max_memory_bytes) {
+    memory_limit = runtime_->options().max_memory_bytes;
+  }
+  wasmtime_store_limiter(guard.store, static_cast<int64_t>(memory_limit), -1, -1, -1, -1);
+  // No timeout still needs a deadline: the epoch keeps advancing.
+  wasmtime_context_set_epoch_deadline(
+      context, request.limits.timeout.count() > 0 ? runtime_->TicksFor(request.limits.timeout)
+                                                  : UINT64_MAX / 2);
+
+  wasi_config_t* wasi = wasi_config_new();
+  {
+    std::vector<const char*> argv;
+    for (const auto& a : request.args) argv.push_back(a.c_str());
+    wasi_config_set_argv(wasi, argv.size(), argv.data());
+    std::vector<const char*> names, values;
+    for (const auto& [k, v] : request.env) {
+      names.push_back(k.c_str());
+      values.push_back(v.c_str());
+    }
+    wasi_config_set_env(wasi, names.size(), names.data(), values.data());
+  }
+  for (const auto& p : request.preopens) {
+    struct stat st;
+    if (::stat(p.host_path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      wasi_config_delete(wasi);
+      return MakeError(Phase::kInstantiate, "preopened directory does not exist", p.host_path);
+    }
+    if (!wasi_config_preopen_dir(wasi, p.host_path.c_str(), p.guest_path.c_str(), !p.read_only)) {
+      wasi_config_delete(wasi);
+      return MakeError(Phase::kInstantiate, "cannot preopen directory", p.host_path);
+    }
+  }
+  switch (request.stdin_mode) {
+    case StdinMode::kEmpty: break;
+    case StdinMode::kBytes: {
+      wasm_byte_vec_t bytes;
+      wasm_byte_vec_new(&bytes, request.stdin_data.size(), request.stdin_data.data());
+      wasi_config_set_stdin_bytes(wasi, &bytes);
+      break;
+    }
+    case StdinMode::kFile:
+      if (!wasi_config_set_stdin_file(wasi, request.stdin_data.c_str())) {
+        wasi_config_delete(wasi);
+        return MakeError(Phase::kInstantiate, "cannot open stdin file", request.stdin_data);
+      }
+      break;
+    case StdinMode::kInherit: wasi_config_inherit_stdin(wasi); break;
+  }
+  auto set_output = [&](OutputMode mode, const OutputCallback& callback, const std::string& path,
+                        bool is_stdout) -> Status {
+    switch (mode) {
+      case OutputMode::kDiscard: break;
+      case OutputMode::kCallback:
+        if (is_stdout) {
+          wasi_config_set_stdout_custom(wasi, WriteToCallback, const_cast<OutputCallback*>(&callback), nullptr);
+        } else {
+          wasi_config_set_stderr_custom(wasi, WriteToCallback, const_cast<OutputCallback*>(&callback), nullptr);
+        }
+        break;
+      case OutputMode::kFile:
+        if (!(is_stdout ? wasi_config_set_stdout_file(wasi, path.c_str())
+                        : wasi_config_set_stderr_file(wasi, path.c_str()))) {
+          return MakeError(Phase::kInstantiate, "cannot open output file", path);
+        }
+        break;
+      case OutputMode::kInherit:
+        if (is_stdout) {
+          wasi_config_inherit_stdout(wasi);
+        } else {
+          wasi_config_inherit_stderr(wasi);
+        }
+        break;
+    }
+    return OkStatus();
+  };
+  if (auto s = set_output(request.stdout_mode, request.stdout_callback, request.stdout_path, true); !s.ok()) {
+    wasi_config_delete(wasi);
+    return s.take_error();
+  }
+  if (auto s = set_output(request.stderr_mode, request.stderr_callback, request.stderr_path, false); !s.ok()) {
+    wasi_config_delete(wasi);
+    return s.take_error();
+  }
+  if (wasmtime_error_t* error = wasmtime_context_set_wasi(context, wasi); error != nullptr) {
+    return MakeError(Phase::kInstantiate, TakeErrorMessage(error), name_);
+  }
+
+  InvokeResult result;
+  auto finish = [&](InvokeResult& r, wasmtime_instance_t* instance) {
+    if (instance != nullptr) {
+      wasmtime_extern_t item;
+      if (wasmtime_instance_export_get(context, instance, "memory", 6, &item)) {
+        if (item.kind == WASMTIME_EXTERN_MEMORY) {
+          r.memory_bytes = wasmtime_memory_data_size(context, &item.of.memory);
+        }
+        wasmtime_extern_delete(&item);
+      }
+    }
+    // The C API has no hook for a denied memory.grow, so a failure with memory at the limit is
+    // reported as the memory limit: growth within one Go arena (4 MiB) or 1/16 of the limit.
+    if (!r.success() && r.outcome != Outcome::kTimedOut && r.outcome != Outcome::kStackOverflow) {
+      uint64_t slack = std::max<uint64_t>(4ull << 20, memory_limit / 16);
+      if (r.memory_bytes > 0 && r.memory_bytes + slack > memory_limit) {
+        std::string previous = r.Describe();
+        r.outcome = Outcome::kMemoryLimit;
+        r.message = "memory limit of " + std::to_string(memory_limit) + " bytes reached (" +
+                    previous + ")";
+      }
+    }
+    r.duration = std::chrono::steady_clock::now() - started;
+  };
+  auto from_trap = [&](wasm_trap_t* trap, InvokeResult& r) {
+    wasm_message_t message;
+    wasm_trap_message(trap, &message);
+    std::string text(message.data, message.size);
+    wasm_byte_vec_delete(&message);
+    while (!text.empty() && text.back() == '\0') text.pop_back();
+    wasmtime_trap_code_t code;
+    r.outcome = Outcome::kTrapped;
+    if (wasmtime_trap_code(trap, &code)) {
+      if (code == WASMTIME_TRAP_CODE_INTERRUPT) {
+        r.outcome = Outcome::kTimedOut;
+        text = "time limit of " + std::to_string(request.limits.timeout.count()) + " ms exceeded";
+      } else if (code == WASMTIME_TRAP_CODE_STACK_OVERFLOW) {
+        r.outcome = Outcome::kStackOverflow;
+      }
+    }
+    r.message = FirstLine(text);
+    wasm_frame_vec_t frames;
+    wasm_trap_trace(trap, &frames);
+    r.backtrace = FormatTrace(frames, name_);
+    wasm_frame_vec_delete(&frames);
+    wasm_trap_delete(trap);
+  };
+  auto from_error = [&](wasmtime_error_t* error, InvokeResult& r) -> bool {
+    int status = 0;
+    if (wasmtime_error_exit_status(error, &status)) {
+      wasmtime_error_delete(error);
+      r.outcome = Outcome::kExited;
+      r.exit_code = status;
+      return true;
+    }
+    wasm_frame_vec_t frames;
+    wasmtime_error_wasm_trace(error, &frames);
+    r.backtrace = FormatTrace(frames, name_);
+    wasm_frame_vec_delete(&frames);
+    r.outcome = Outcome::kTrapped;
+    r.message = FirstLine(TakeErrorMessage(error));
+    return frames.size > 0;
+  };
+
+  wasmtime_instance_t instance;
+  wasm_trap_t* trap = nullptr;
+  wasmtime_error_t* error = wasmtime_instance_pre_instantiate(pre_, context, &instance, &trap);
+  if (trap != nullptr) {
+    from_trap(trap, result);
+    finish(result, nullptr);
+    return result;
+  }
+  if (error != nullptr) {
+    InvokeResult r;
+    from_error(error, r);
+    if (r.outcome == Outcome::kExited) {  // proc_exit from a start function
+      finish(r, nullptr);
+      return r;
+    }
+    return MakeError(Phase::kInstantiate, r.message, name_);
+  }
+
+  wasmtime_extern_t entry;
+  if (!wasmtime_instance_export_get(context, &instance, request.entrypoint.data(),
+                                    request.entrypoint.size(), &entry)) {
+    return MakeError(Phase::kInstantiate, "module has no export named '" + request.entrypoint + "'",
+                     name_);
+  }
+  if (entry.kind != WASMTIME_EXTERN_FUNC) {
+    wasmtime_extern_delete(&entry);
+    return MakeError(Phase::kInstantiate, "export '" + request.entrypoint + "' is not a function",
+                     name_);
+  }
+  wasm_functype_t* type = wasmtime_func_type(context, &entry.of.func);
+  size_t params = wasm_functype_params(type)->size;
+  wasm_functype_delete(type);
+  if (params != 0) {
+    return MakeError(Phase::kInstantiate,
+                     "export '" + request.entrypoint + "' takes " + std::to_string(params) +
+                         " parameters; only functions without parameters can be invoked",
+                     name_);
+  }
+  type = wasmtime_func_type(context, &entry.of.func);
+  size_t results = wasm_functype_results(type)->size;
+  wasm_functype_delete(type);
+  std::vector<wasmtime_val_t> outs(results);
+  error = wasmtime_func_call(context, &entry.of.func, nullptr, 0, outs.data(), outs.size(), &trap);
+  if (trap != nullptr) {
+    from_trap(trap, result);
+  } else if (error != nullptr) {
+    from_error(error, result);
+  } else {
+    result.outcome = Outcome::kExited;
+    result.exit_code = 0;
+  }
+  finish(result, &instance);
+  return result;
+}
+
+}  // namespace
+
+const char* OutcomeName(Outcome outcome) {
+  switch (outcome) {
+    case Outcome::kExited: return "exited";
+    case Outcome::kTrapped: return "trapped";
+    case Outcome::kTimedOut: return "timed out";
+    case Outcome::kMemoryLimit: return "memory limit";
+    case Outcome::kStackOverflow: return "stack overflow";
+  }
+  return "unknown";
+}
+
+std::string InvokeResult::Describe() const {
+  switch (outcome) {
+    case Outcome::kExited: return "exited with code " + std::to_string(exit_code);
+    case Outcome::kTrapped: return "trapped: " + message;
+    case Outcome::kTimedOut: return "timed out: " + message;
+    case Outcome::kMemoryLimit: return "out of memory: " + message;
+    case Outcome::kStackOverflow: return "stack overflow: " + message;
+  }
+  return message;
+}
+
+Result<std::unique_ptr<Runtime>> CreateWasmtimeRuntime(const RuntimeOptions& options) {
+  return WasmtimeRuntime::Create(options);
+}
+
+std::string WasmtimeVersion() { return kWasmtimeVersion; }
+
+}  // namespace wasmlet::runtime

@@ -1,0 +1,13 @@
+// Copies stdin to stdout and reports the byte count on stderr.
+#include <stdio.h>
+
+int main(void) {
+  char buffer[65536];
+  size_t total = 0, n;
+  while ((n = fread(buffer, 1, sizeof buffer, stdin)) > 0) {
+    fwrite(buffer, 1, n, stdout);
+    total += n;
+  }
+  fprintf(stderr, "copied %zu bytes\n", total);
+  return 0;
+}

@@ -1,0 +1,3 @@
+module wasmlet.dev/guests
+
+go 1.24
