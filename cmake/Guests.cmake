@@ -23,7 +23,7 @@ endfunction()
 function(wasmlet_wat_guest name source)
   set(out ${WASMLET_GUEST_DIR}/${name}.wasm)
   add_custom_command(OUTPUT ${out} ${WASMLET_GUEST_DIR}/${name}.wat
-    COMMAND ${WAT2WASM} ${CMAKE_CURRENT_SOURCE_DIR}/${source} -o ${out}
+    COMMAND ${WAT2WASM} --debug-names ${CMAKE_CURRENT_SOURCE_DIR}/${source} -o ${out}
     COMMAND ${CMAKE_COMMAND} -E copy ${CMAKE_CURRENT_SOURCE_DIR}/${source} ${WASMLET_GUEST_DIR}/${name}.wat
     DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/${source}
     COMMENT "guest (WAT) ${name}.wasm" VERBATIM)

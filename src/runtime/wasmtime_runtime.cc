@@ -47,6 +47,35 @@ std::string FirstLine(const std::string& text) {
   return end == std::string::npos ? text : text.substr(0, end);
 }
 
+// Wasmtime's trap text is "error while executing at wasm backtrace:\n <frames>\n\nCaused by:\n
+//     0: <detail>\n    1: wasm trap: <reason>"; people want "<reason> (<detail>)" on one line.
+std::string TrapReason(const std::string& text) {
+  auto caused = text.rfind("Caused by:");
+  if (caused == std::string::npos) return FirstLine(text);
+  std::vector<std::string> causes;
+  size_t pos = caused + 10;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(pos, end - pos);
+    pos = end + 1;
+    size_t start = line.find_first_not_of(" \t");
+    if (start == std::string::npos) continue;
+    line = line.substr(start);
+    size_t colon = line.find(": ");
+    if (colon != std::string::npos && colon > 0 &&
+        line.find_first_not_of("0123456789") == colon) {
+      line = line.substr(colon + 2);
+    }
+    if (line.rfind("wasm trap: ", 0) == 0) line = line.substr(11);
+    causes.push_back(line);
+  }
+  if (causes.empty()) return FirstLine(text);
+  std::string out = causes.back();
+  if (causes.size() > 1) out += " (" + causes.front() + ")";
+  return out;
+}
+
 // Formats a wasm backtrace, one frame per line: "  0: hello.wasm!main (func 12 @ 0x1f3)".
 std::string FormatTrace(const wasm_frame_vec_t& frames, const std::string& module_name) {
   std::string out;
@@ -59,9 +88,12 @@ std::string FormatTrace(const wasm_frame_vec_t& frames, const std::string& modul
     out += "!";
     out += func != nullptr ? std::string(func->data, func->size)
                            : "<func " + std::to_string(wasm_frame_func_index(frame)) + ">";
-    char offset[32];
-    std::snprintf(offset, sizeof offset, " @ 0x%zx", wasm_frame_module_offset(frame));
-    out += offset;
+    size_t module_offset = wasm_frame_module_offset(frame);
+    if (module_offset != SIZE_MAX) {
+      char offset[32];
+      std::snprintf(offset, sizeof offset, " @ 0x%zx", module_offset);
+      out += offset;
+    }
     out += "\n";
   }
   return out;
@@ -243,7 +275,7 @@ class WasmtimeRuntime final : public Runtime {
     return std::string("wasmtime ") + kWasmtimeVersion;
   }
 
-  wasm_engine_t* engine() const { return engine_.capi(); }
+  wasm_engine_t* engine() const { return const_cast<wasm_engine_t*>(engine_.capi()); }
   const RuntimeOptions& options() const { return options_; }
   uint64_t TicksFor(std::chrono::milliseconds timeout) const {
     auto tick = options_.epoch_tick.count() > 0 ? options_.epoch_tick.count() : 1;
@@ -263,7 +295,6 @@ class WasmtimeRuntime final : public Runtime {
     pool.total_core_instances(options.max_instances);
     pool.total_memories(options.max_instances);
     pool.total_tables(options.max_instances);
-    pool.total_stacks(options.max_instances);
     pool.max_memory_size(static_cast<size_t>(options.max_memory_bytes));
     config.pooling_allocation_strategy(pool);
     return config;
@@ -538,7 +569,7 @@ Result<InvokeResult> WasmtimeModule::Invoke(const InvokeRequest& request) const 
         r.outcome = Outcome::kStackOverflow;
       }
     }
-    r.message = FirstLine(text);
+    r.message = TrapReason(text);
     wasm_frame_vec_t frames;
     wasm_trap_trace(trap, &frames);
     r.backtrace = FormatTrace(frames, name_);
@@ -558,7 +589,7 @@ Result<InvokeResult> WasmtimeModule::Invoke(const InvokeRequest& request) const 
     r.backtrace = FormatTrace(frames, name_);
     wasm_frame_vec_delete(&frames);
     r.outcome = Outcome::kTrapped;
-    r.message = FirstLine(TakeErrorMessage(error));
+    r.message = TrapReason(TakeErrorMessage(error));
     return frames.size > 0;
   };
 
