@@ -7,7 +7,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 crate="$here/third_party/wasmtime-capi"
 cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/wasmlet"
-version="$(sed -n 's/^version = "=\(.*\)"/\1/p' "$crate/Cargo.toml")"
+version="$(sed -n 's/^version = "=\(.*\)"/\1/p' "$crate/Cargo.toml" | head -1)"
 key="$( (cat "$crate/Cargo.toml" "$crate/Cargo.lock" "$crate/build.rs" "$crate/src/lib.rs"; rustc --version) | sha256sum | cut -c1-16)"
 dest="$cache_root/wasmtime-$version-$key"
 if [[ -f "$dest/lib/libwasmlet_wasmtime.a" && -f "$dest/include/wasmtime.hh" ]]; then

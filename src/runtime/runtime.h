@@ -30,7 +30,8 @@ struct Preopen {
 enum class StdinMode { kEmpty, kBytes, kFile, kInherit };
 enum class OutputMode { kDiscard, kCallback, kFile, kInherit };
 
-// Receives guest output in write order, on the thread running the guest. Returning false
+// Receives guest output in write order, synchronously on the thread running the guest (the
+// guest waits while it runs: a slow callback is back-pressure). Returning false
 // makes that write fail in the guest (EPIPE), e.g. when the HTTP client went away.
 using OutputCallback = std::function<bool(std::string_view)>;
 

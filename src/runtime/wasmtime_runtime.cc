@@ -27,6 +27,11 @@
 #include "util/log.h"
 #include "util/sha256.h"
 
+// From third_party/wasmtime-capi/src/lib.rs: synchronous output callbacks (see there for why).
+extern "C" bool wasmlet_wasi_config_set_output_callback(
+    wasi_config_t* config, int32_t stream, ptrdiff_t (*callback)(void*, const unsigned char*, size_t),
+    void* data);
+
 namespace wasmlet::runtime {
 
 namespace {
@@ -495,11 +500,8 @@ Result<InvokeResult> WasmtimeModule::Invoke(const InvokeRequest& request) const 
     switch (mode) {
       case OutputMode::kDiscard: break;
       case OutputMode::kCallback:
-        if (is_stdout) {
-          wasi_config_set_stdout_custom(wasi, WriteToCallback, const_cast<OutputCallback*>(&callback), nullptr);
-        } else {
-          wasi_config_set_stderr_custom(wasi, WriteToCallback, const_cast<OutputCallback*>(&callback), nullptr);
-        }
+        wasmlet_wasi_config_set_output_callback(wasi, is_stdout ? 1 : 2, WriteToCallback,
+                                                const_cast<OutputCallback*>(&callback));
         break;
       case OutputMode::kFile:
         if (!(is_stdout ? wasi_config_set_stdout_file(wasi, path.c_str())

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs every test: installs missing Debian packages, builds (Wasmtime cached after the first
+# time), then ctest over unit, CLI, gateway and registry tests. Ends with ctest's summary.
+# Usage: tools/test.sh [ctest args...]    e.g. tools/test.sh -R runtime
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+"$root/tools/install-deps.sh"
+"$root/tools/build.sh"
+build="${BUILD_DIR:-$root/build}"
+cd "$build"
+ctest --output-on-failure --timeout 600 -j "${TEST_JOBS:-2}" "$@"
