@@ -118,3 +118,23 @@ pub extern "C" fn wasmlet_wasi_config_set_output_callback(
         _ => false,
     }
 }
+
+/// Wasmtime 48's C API only exposes `total_stacks` with its `async` feature, but the engine is
+/// built with async support (wasmtime-wasi needs it) and its stack pool defaults to 1000 stacks,
+/// which costs ~1000 mprotect calls (~10 ms) at every engine start. `wasmtime_pooling_allocation_config_t`
+/// is `#[repr(C)] struct { config: PoolingAllocationConfig }` in the pinned version.
+#[unsafe(no_mangle)]
+pub extern "C" fn wasmlet_pooling_allocation_config_total_stacks_set(
+    config: &mut wasmtime_pooling_allocation_config_t,
+    count: u32,
+) {
+    const _: () = assert!(
+        std::mem::size_of::<wasmtime_pooling_allocation_config_t>()
+            == std::mem::size_of::<wasmtime::PoolingAllocationConfig>()
+    );
+    let inner = unsafe {
+        &mut *(config as *mut wasmtime_pooling_allocation_config_t
+            as *mut wasmtime::PoolingAllocationConfig)
+    };
+    inner.total_stacks(count);
+}
