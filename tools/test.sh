@@ -4,6 +4,7 @@
 # Usage: tools/test.sh [ctest args...]    e.g. tools/test.sh -R runtime
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+export PATH="$HOME/.cargo/bin:/usr/local/go/bin:$PATH"
 "$root/tools/install-deps.sh"
 "$root/tools/build.sh"
 build="${BUILD_DIR:-$root/build}"
