@@ -40,6 +40,11 @@ struct Limits {
   uint64_t memory_bytes = 0;
   // Wall-clock budget for guest code; zero = unlimited. Enforced with epoch interruption.
   std::chrono::milliseconds timeout{0};
+  // true: a guest whose memory would grow past memory_bytes is stopped at that moment
+  // (Outcome::kMemoryLimit, exact; the kubelet's OOMKilled). false: the grow fails in the guest
+  // (as in wasmtime run), which may handle it; if the guest then fails near the limit the
+  // outcome is still kMemoryLimit.
+  bool trap_on_memory_limit = false;
 };
 
 struct InvokeRequest {

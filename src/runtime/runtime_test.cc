@@ -195,6 +195,20 @@ TEST_F(RuntimeTest, MemoryLimitIsReported) {
   EXPECT_NE(run.err.find("allocation failed"), std::string::npos);
 }
 
+TEST_F(RuntimeTest, TrapOnMemoryLimitStopsTheGuestAtTheLimit) {
+  auto m = Load("memory_hog.wasm");
+  ASSERT_TRUE(m);
+  InvokeRequest req;
+  req.limits.memory_bytes = 32ull << 20;
+  req.limits.trap_on_memory_limit = true;
+  auto run = Invoke(*m, req);
+  EXPECT_EQ(run.result.outcome, Outcome::kMemoryLimit) << run.result.Describe();
+  EXPECT_NE(run.result.message.find("tried to grow past it"), std::string::npos);
+  // Stopped at the grow itself: the guest never saw a failed allocation.
+  EXPECT_EQ(run.err.find("allocation failed"), std::string::npos) << run.err;
+  EXPECT_NE(run.out.find("16 MiB"), std::string::npos);
+}
+
 TEST_F(RuntimeTest, StackOverflowIsATrapNotACrash) {
   auto m = Load("recursion.wasm");
   ASSERT_TRUE(m);

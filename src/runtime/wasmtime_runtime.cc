@@ -31,6 +31,8 @@
 extern "C" bool wasmlet_wasi_config_set_output_callback(
     wasi_config_t* config, int32_t stream, ptrdiff_t (*callback)(void*, const unsigned char*, size_t),
     void* data);
+extern "C" void wasmlet_store_memory_limiter(wasmtime_store_t* store, int64_t memory_size,
+                                             bool trap_on_grow_failure);
 extern "C" void wasmlet_pooling_allocation_config_total_stacks_set(
     wasmtime_pooling_allocation_config_t* config, uint32_t count);
 
@@ -521,7 +523,8 @@ Result<InvokeResult> WasmtimeModule::Invoke(const InvokeRequest& request) const 
   if (memory_limit == 0 || memory_limit > runtime_->options().max_memory_bytes) {
     memory_limit = runtime_->options().max_memory_bytes;
   }
-  wasmtime_store_limiter(guard.store, static_cast<int64_t>(memory_limit), -1, -1, -1, -1);
+  wasmlet_store_memory_limiter(guard.store, static_cast<int64_t>(memory_limit),
+                               request.limits.trap_on_memory_limit);
   // No timeout still needs a deadline: the epoch keeps advancing.
   wasmtime_context_set_epoch_deadline(
       context, request.limits.timeout.count() > 0 ? runtime_->TicksFor(request.limits.timeout)
@@ -615,7 +618,8 @@ Result<InvokeResult> WasmtimeModule::Invoke(const InvokeRequest& request) const 
     }
     // The C API has no hook for a denied memory.grow, so a failure with memory at the limit is
     // reported as the memory limit: growth within one Go arena (4 MiB) or 1/16 of the limit.
-    if (!r.success() && r.outcome != Outcome::kTimedOut && r.outcome != Outcome::kStackOverflow) {
+    if (!r.success() && r.outcome != Outcome::kTimedOut && r.outcome != Outcome::kStackOverflow &&
+        r.outcome != Outcome::kMemoryLimit) {
       uint64_t slack = std::max<uint64_t>(4ull << 20, memory_limit / 16);
       if (r.memory_bytes > 0 && r.memory_bytes + slack > memory_limit) {
         std::string previous = r.Describe();
@@ -643,6 +647,11 @@ Result<InvokeResult> WasmtimeModule::Invoke(const InvokeRequest& request) const 
       }
     }
     r.message = TrapReason(text);
+    if (text.find("forcing trap when growing memory") != std::string::npos) {
+      r.outcome = Outcome::kMemoryLimit;
+      r.message = "memory limit of " + std::to_string(memory_limit) +
+                  " bytes reached: the guest tried to grow past it";
+    }
     wasm_frame_vec_t frames;
     wasm_trap_trace(trap, &frames);
     r.backtrace = FormatTrace(frames, name_);
@@ -662,7 +671,14 @@ Result<InvokeResult> WasmtimeModule::Invoke(const InvokeRequest& request) const 
     r.backtrace = FormatTrace(frames, name_);
     wasm_frame_vec_delete(&frames);
     r.outcome = Outcome::kTrapped;
-    r.message = TrapReason(TakeErrorMessage(error));
+    std::string text = TakeErrorMessage(error);
+    if (text.find("forcing trap when growing memory") != std::string::npos) {
+      r.outcome = Outcome::kMemoryLimit;
+      r.message = "memory limit of " + std::to_string(memory_limit) +
+                  " bytes reached: the guest tried to grow past it";
+      return true;
+    }
+    r.message = TrapReason(text);
     return frames.size > 0;
   };
 

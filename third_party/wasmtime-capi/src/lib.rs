@@ -138,3 +138,25 @@ pub extern "C" fn wasmlet_pooling_allocation_config_total_stacks_set(
     };
     inner.total_stacks(count);
 }
+
+/// Like `wasmtime_store_limiter` for linear memory, plus Wasmtime's `trap_on_grow_failure`:
+/// a guest whose memory would grow past `memory_size` bytes is stopped with a trap at that
+/// moment instead of seeing `memory.grow` fail (the kubelet's OOMKilled semantics).
+/// `wasmtime_store_t` in the pinned 48.0.8 is `#[repr(C)] struct { store: WasmtimeStore }`.
+#[unsafe(no_mangle)]
+pub extern "C" fn wasmlet_store_memory_limiter(
+    store: &mut wasmtime_store_t,
+    memory_size: i64,
+    trap_on_grow_failure: bool,
+) {
+    const _: () = assert!(
+        std::mem::size_of::<wasmtime_store_t>() == std::mem::size_of::<WasmtimeStore>()
+    );
+    let inner = unsafe { &mut *(store as *mut wasmtime_store_t as *mut WasmtimeStore) };
+    let mut builder = wasmtime::StoreLimitsBuilder::new().trap_on_grow_failure(trap_on_grow_failure);
+    if memory_size >= 0 {
+        builder = builder.memory_size(memory_size as usize);
+    }
+    inner.data_mut().store_limits = builder.build();
+    inner.limiter(|data| &mut data.store_limits);
+}
