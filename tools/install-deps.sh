@@ -11,7 +11,7 @@ packages=(
   # guest modules: C via clang + wasi-libc, WAT via wabt
   clang lld wasi-libc libclang-rt-14-dev-wasm32 wabt
   # tests and benchmarks
-  curl docker-registry apache2-utils wrk nginx-light hyperfine python3
+  curl docker-registry apache2-utils wrk nginx-light hyperfine python3 bc
 )
 missing=()
 for p in "${packages[@]}"; do

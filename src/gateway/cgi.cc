@@ -69,7 +69,7 @@ std::string PercentDecode(std::string_view in) {
   std::string out;
   out.reserve(in.size());
   for (size_t i = 0; i < in.size(); ++i) {
-    if (in[i] == '%' && i + 2 < in.size() + 0 && i + 2 <= in.size() - 1) {
+    if (in[i] == '%' && i + 2 < in.size()) {
       int hi = HexValue(in[i + 1]), lo = HexValue(in[i + 2]);
       if (hi >= 0 && lo >= 0) {
         out.push_back(static_cast<char>(hi * 16 + lo));
@@ -179,13 +179,6 @@ std::vector<std::string> BuildArgv(const RequestInfo& request,
   for (char& c : args_value) {
     if (c == '&') c = ' ';
   }
-  auto replace_all = [&text](const std::string& from, const std::string& to) {
-    size_t pos = 0;
-    while ((pos = text.find(from, pos)) != std::string::npos) {
-      text.replace(pos, from.size(), to);
-      pos += to.size();
-    }
-  };
   // Substitute both in one pass so a path containing "${ARGS}" is not expanded twice.
   std::string out;
   for (size_t i = 0; i < text.size();) {
@@ -199,7 +192,6 @@ std::vector<std::string> BuildArgv(const RequestInfo& request,
       out.push_back(text[i++]);
     }
   }
-  (void)replace_all;
   size_t i = 0;
   while (i < out.size()) {
     while (i < out.size() && std::isspace(static_cast<unsigned char>(out[i]))) ++i;
