@@ -320,6 +320,16 @@ TEST_F(RuntimeTest, GoGuestRuns) {
   EXPECT_EQ(run.out, "Hello from Go!\nargs: a b\nGREETING: hi\n");
 }
 
+TEST_F(RuntimeTest, NothingLeaksBetweenInstances) {
+  auto m = Load("counter.wasm");
+  ASSERT_TRUE(m);
+  for (int i = 0; i < 50; ++i) {
+    auto run = Invoke(*m, InvokeRequest{});
+    ASSERT_TRUE(run.result.success()) << run.result.Describe();
+    ASSERT_EQ(run.out, "1 1\n") << "invocation " << i;
+  }
+}
+
 TEST_F(RuntimeTest, ManyConcurrentInvocations) {
   auto m = Load("echo.wasm");
   ASSERT_TRUE(m);
