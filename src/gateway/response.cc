@@ -315,10 +315,9 @@ void ResponseWriter::SendBodyLocked(std::string_view data) {
   if (declared_length_) {
     uint64_t remaining = *declared_length_ - std::min(*declared_length_, body_bytes_);
     if (data.size() > remaining) {
-      if (remaining == 0 || data.size() - remaining > 0) {
-        if (warnings_.empty() || warnings_.back().rfind("module wrote more", 0) != 0) {
-          warnings_.push_back("module wrote more than its Content-Length; extra bytes dropped");
-        }
+      if (!overflow_warned_) {
+        overflow_warned_ = true;
+        warnings_.push_back("module wrote more than its Content-Length; extra bytes dropped");
       }
       data = data.substr(0, remaining);
       if (data.empty()) return;

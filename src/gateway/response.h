@@ -147,6 +147,7 @@ class ResponseWriter : public std::enable_shared_from_this<ResponseWriter> {
   uint64_t body_bytes_ = 0;        // guarded by mu_
   bool aborted_ = false;           // guarded by mu_
   bool streamed_ = false;          // guarded by mu_
+  bool overflow_warned_ = false;   // guarded by mu_
   std::vector<std::string> warnings_;  // guarded by mu_
 };
 
