@@ -51,3 +51,40 @@ function(wasmlet_test name)
     WASMLET_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
   gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES LABELS "${A_LABELS}")
 endfunction()
+
+# Fuzz targets (STYLE.md 10). Every build replays the checked-in corpus and the crashes found
+# so far (fuzz/corpus/<name>/) through the target as a ctest test, so a fixed crash stays fixed.
+# With -DWASMLET_FUZZ=ON and clang, targets are libFuzzer binaries and ctest runs each for
+# WASMLET_FUZZ_SECONDS (label "fuzz"); new interesting inputs go to the build tree.
+option(WASMLET_FUZZ "Build libFuzzer targets (needs clang)" OFF)
+set(WASMLET_FUZZ_SECONDS 30 CACHE STRING "Time budget per fuzz target in ctest")
+if(WASMLET_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "WASMLET_FUZZ=ON needs clang: CC=clang CXX=clang++ cmake ...")
+  endif()
+  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined)
+  add_link_options(-fsanitize=address,undefined)
+endif()
+
+# wasmlet_fuzzer(name SOURCES ... DEPS ...): name_fuzzer.cc defines LLVMFuzzerTestOneInput.
+function(wasmlet_fuzzer name)
+  cmake_parse_arguments(A "" "" "SOURCES;DEPS" ${ARGN})
+  set(corpus ${PROJECT_SOURCE_DIR}/fuzz/corpus/${name})
+  if(WASMLET_FUZZ)
+    add_executable(${name} ${A_SOURCES})
+    target_link_options(${name} PRIVATE -fsanitize=fuzzer)
+    set(scratch ${CMAKE_CURRENT_BINARY_DIR}/corpus-${name})
+    file(MAKE_DIRECTORY ${scratch})
+    add_test(NAME fuzz_${name}
+             COMMAND ${name} -max_total_time=${WASMLET_FUZZ_SECONDS} -timeout=10 -rss_limit_mb=4096
+                     -print_final_stats=1 ${scratch} ${corpus})
+    set_tests_properties(fuzz_${name} PROPERTIES LABELS fuzz)
+  else()
+    add_executable(${name} ${A_SOURCES} ${PROJECT_SOURCE_DIR}/fuzz/replay_main.cc)
+    add_test(NAME fuzz_replay_${name} COMMAND ${name} ${corpus})
+    set_tests_properties(fuzz_replay_${name} PROPERTIES LABELS unit)
+  endif()
+  target_link_libraries(${name} PRIVATE ${A_DEPS})
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/src)
+  wasmlet_target_policy(${name})
+endfunction()

@@ -10,6 +10,8 @@ packages=(
   libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
   # guest modules: C via clang + wasi-libc, WAT via wabt
   clang lld wasi-libc libclang-rt-14-dev-wasm32 wabt
+  # fuzzing (libFuzzer) and benchmark plots
+  libclang-rt-14-dev gnuplot-nox
   # tests and benchmarks
   curl docker-registry apache2-utils wrk nginx-light hyperfine python3 bc
 )

@@ -49,7 +49,7 @@ struct App {
   AppConfig config;
   std::shared_ptr<const runtime::Module> module;
   std::unique_ptr<StderrLog> stderr_log;
-  std::atomic<uint32_t> active{0};  // queued + running requests
+  mutable std::atomic<uint32_t> active{0};  // queued + running requests
 };
 
 struct Snapshot {

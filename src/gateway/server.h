@@ -1,0 +1,49 @@
+// The HTTP/1.1 front end of the gateway on Boost.Beast: accepts connections (plain or TLS),
+// reads requests with size limits and timeouts (keep-alive, pipelining handled one request at
+// a time, chunked bodies, Expect: 100-continue), hands complete requests to Gateway::Handle and
+// writes the responses it produces. Signals: SIGINT/SIGTERM stop gracefully, SIGHUP calls the
+// reload hook.
+//
+// Threading: Run() drives the I/O threads and returns after a graceful stop. Stop() and
+// port() may be called from any thread. Sessions live on their own strands.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "gateway/gateway.h"
+#include "util/result.h"
+
+namespace wasmlet::gateway {
+
+struct ServerOptions {
+  std::string listen = "127.0.0.1:3000";  // HOST:PORT; port 0 = any free port
+  size_t io_threads = 1;
+  uint64_t max_body_bytes = 32ull << 20;  // 413 above
+  uint32_t max_header_bytes = 64 * 1024;  // 431 above
+  std::chrono::milliseconds header_timeout{10000};  // from the first byte to the end of the head
+  std::chrono::milliseconds body_timeout{60000};    // reading the body
+  std::chrono::milliseconds idle_timeout{60000};    // keep-alive connection with no request
+  std::chrono::milliseconds write_timeout{60000};   // a client not reading its response
+  std::chrono::milliseconds shutdown_grace{10000};  // in-flight requests at SIGTERM
+  std::string tls_cert;  // PEM files; both or neither
+  std::string tls_key;
+  bool handle_signals = true;
+  std::function<void()> on_reload;  // SIGHUP; runs on a thread of its own
+  std::function<void(unsigned short port)> on_listening;
+};
+
+class Server {
+ public:
+  static Result<std::unique_ptr<Server>> Create(Gateway& gateway, ServerOptions options);
+  virtual ~Server() = default;
+  virtual unsigned short port() const = 0;
+  virtual bool tls() const = 0;
+  // Serves until Stop() or a signal; in-flight requests finish within shutdown_grace.
+  virtual void Run() = 0;
+  virtual void Stop() = 0;
+};
+
+}  // namespace wasmlet::gateway
