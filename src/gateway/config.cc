@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <set>
+#include <cstdlib>
 #include <sstream>
 
 #include "util/files.h"
@@ -555,6 +556,30 @@ Result<GatewayConfig> LoadConfigFile(const std::string& path, const LoadOptions&
     return ParseSpinToml(*text, path, options);
   }
   return ParseModulesToml(*text, path, options);
+}
+
+}  // namespace wasmlet::gateway
+
+namespace wasmlet::gateway {
+
+std::string FindBundledExamples() {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> candidates;
+  if (const char* env = std::getenv("WASMLET_EXAMPLES_DIR"); env != nullptr && *env) candidates.emplace_back(env);
+#ifdef WASMLET_EXAMPLES_BUILD_DIR
+  candidates.emplace_back(WASMLET_EXAMPLES_BUILD_DIR);
+#endif
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    candidates.push_back(exe.parent_path() / ".." / "share" / "wasmlet" / "examples");
+    candidates.push_back(exe.parent_path() / "examples");
+  }
+  for (const auto& dir : candidates) {
+    fs::path file = dir / "modules.toml";
+    if (fs::is_regular_file(file, ec)) return file.lexically_normal().string();
+  }
+  return "";
 }
 
 }  // namespace wasmlet::gateway

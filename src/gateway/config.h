@@ -72,3 +72,12 @@ Result<uint64_t> ParseSize(const std::string& text);
 Result<std::chrono::milliseconds> ParseDuration(const std::string& text);
 
 }  // namespace wasmlet::gateway
+
+namespace wasmlet::gateway {
+
+// The bundled example apps' modules.toml: $WASMLET_EXAMPLES_DIR, then the build tree's
+// examples output (compiled in), then <binary dir>/../share/wasmlet/examples and
+// <binary dir>/examples. Empty if none exists.
+std::string FindBundledExamples();
+
+}  // namespace wasmlet::gateway

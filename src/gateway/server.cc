@@ -1,0 +1,596 @@
+#include "gateway/server.h"
+
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "util/log.h"
+
+namespace wasmlet::gateway {
+namespace {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = net::ssl;
+using tcp = net::ip::tcp;
+
+// What the response side (SessionSink) may ask of a session; everything is posted to the
+// session's strand.
+class SessionBase {
+ public:
+  virtual ~SessionBase() = default;
+  virtual void PostWrite(std::string bytes) = 0;
+  virtual void PostComplete(bool close) = 0;
+  virtual void PostTimer(std::chrono::milliseconds delay, std::function<void()> fn) = 0;
+  virtual void PostDrain() = 0;
+};
+
+struct Shared {
+  Shared(Gateway& g, ServerOptions o) : gateway(g), options(std::move(o)) {}
+  Gateway& gateway;
+  const ServerOptions options;
+  std::atomic<bool> draining{false};
+  std::atomic<int> sessions{0};
+  std::mutex mu;
+  std::unordered_map<SessionBase*, std::weak_ptr<SessionBase>> live;  // guarded by mu
+};
+
+// The ResponseSink of one request. Counts queued bytes for back-pressure on the guest.
+class SessionSink : public ResponseSink {
+ public:
+  explicit SessionSink(std::shared_ptr<SessionBase> session) : session_(std::move(session)) {}
+
+  void Send(std::string bytes) override {
+    {
+      std::lock_guard lock(mu_);
+      if (gone_) return;
+      pending_ += bytes.size();
+    }
+    session_->PostWrite(std::move(bytes));
+  }
+  bool WaitWritable() override {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [this] { return gone_ || pending_ < kMaxPending; });
+    return !gone_;
+  }
+  void Complete(bool close_connection) override { session_->PostComplete(close_connection); }
+  void Abort() override { session_->PostComplete(true); }
+  void After(std::chrono::milliseconds delay, std::function<void()> fn) override {
+    session_->PostTimer(delay, std::move(fn));
+  }
+
+  // From the session's strand.
+  void Written(size_t n) {
+    {
+      std::lock_guard lock(mu_);
+      pending_ -= std::min(n, pending_);
+    }
+    cv_.notify_all();
+  }
+  void Gone() {
+    {
+      std::lock_guard lock(mu_);
+      gone_ = true;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  static constexpr size_t kMaxPending = 256 * 1024;
+  const std::shared_ptr<SessionBase> session_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  size_t pending_ = 0;  // guarded by mu_
+  bool gone_ = false;   // guarded by mu_
+};
+
+bool IEquals(beast::string_view a, beast::string_view b) { return beast::iequals(a, b); }
+
+const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+
+template <class Stream>
+class Session : public SessionBase, public std::enable_shared_from_this<Session<Stream>> {
+  static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
+
+ public:
+  Session(Shared& shared, Stream stream, std::string remote, unsigned short local_port)
+      : shared_(shared),
+        stream_(std::move(stream)),
+        hold_timer_(stream_.get_executor()),
+        remote_(std::move(remote)),
+        local_port_(local_port) {
+    shared_.sessions.fetch_add(1);
+  }
+  ~Session() override {
+    {
+      std::lock_guard lock(shared_.mu);
+      shared_.live.erase(this);
+    }
+    shared_.sessions.fetch_sub(1);
+  }
+
+  void Start() {
+    {
+      std::lock_guard lock(shared_.mu);
+      shared_.live[this] = this->weak_from_this();
+    }
+    net::dispatch(stream_.get_executor(), [self = this->shared_from_this()] { self->Begin(); });
+  }
+
+  void PostWrite(std::string bytes) override {
+    net::post(stream_.get_executor(), [self = this->shared_from_this(), b = std::move(bytes)]() mutable {
+      self->QueueWrite(std::move(b));
+    });
+  }
+  void PostComplete(bool close) override {
+    net::post(stream_.get_executor(), [self = this->shared_from_this(), close] {
+      self->complete_pending_ = true;
+      self->close_after_ = self->close_after_ || close;
+      if (!self->writing_) self->FinishResponse();
+    });
+  }
+  void PostTimer(std::chrono::milliseconds delay, std::function<void()> fn) override {
+    net::post(stream_.get_executor(), [self = this->shared_from_this(), delay, fn = std::move(fn)]() mutable {
+      if (self->closed_) return;
+      self->hold_timer_.expires_after(delay);
+      self->hold_timer_.async_wait([fn = std::move(fn)](beast::error_code ec) {
+        if (!ec) fn();
+      });
+    });
+  }
+  void PostDrain() override {
+    net::post(stream_.get_executor(), [self = this->shared_from_this()] {
+      if (!self->in_request_) self->DoClose();
+    });
+  }
+
+ private:
+  auto& Lowest() { return beast::get_lowest_layer(stream_); }
+
+  void Begin() {
+    if constexpr (kTls) {
+      Lowest().expires_after(shared_.options.header_timeout);
+      stream_.async_handshake(ssl::stream_base::server, buffer_.data(),
+                              [self = this->shared_from_this()](beast::error_code ec, size_t used) {
+                                if (ec) {
+                                  WLOG_DEBUG("{}: TLS handshake failed: {}", self->remote_, ec.message());
+                                  self->closed_ = true;
+                                  return;
+                                }
+                                self->buffer_.consume(used);
+                                self->DoRead();
+                              });
+    } else {
+      DoRead();
+    }
+  }
+
+  void DoRead() {
+    if (closed_) return;
+    if (shared_.draining.load()) {
+      DoClose();
+      return;
+    }
+    parser_.emplace();
+    parser_->header_limit(shared_.options.max_header_bytes);
+    parser_->body_limit(shared_.options.max_body_bytes);
+    if (buffer_.size() == 0) {
+      // Idle keep-alive connection: wait for the first byte with the idle timeout.
+      Lowest().expires_after(shared_.options.idle_timeout);
+      stream_.async_read_some(buffer_.prepare(16 * 1024),
+                              [self = this->shared_from_this()](beast::error_code ec, size_t n) {
+                                if (ec) {
+                                  self->DoClose();
+                                  return;
+                                }
+                                self->buffer_.commit(n);
+                                self->ReadHeader();
+                              });
+    } else {
+      ReadHeader();
+    }
+  }
+
+  void ReadHeader() {
+    Lowest().expires_after(shared_.options.header_timeout);
+    http::async_read_header(stream_, buffer_, *parser_,
+                            [self = this->shared_from_this()](beast::error_code ec, size_t) {
+                              self->OnHeader(ec);
+                            });
+  }
+
+  void OnHeader(beast::error_code ec) {
+    if (ec == http::error::header_limit) {
+      ErrorAndClose(431, "request header too large");
+      return;
+    }
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == net::error::eof ||
+        ec == net::error::operation_aborted || ec == net::error::connection_reset) {
+      DoClose();
+      return;
+    }
+    if (ec) {
+      ErrorAndClose(400, "bad request: " + ec.message());
+      return;
+    }
+    auto length = parser_->content_length();
+    if (length && *length > shared_.options.max_body_bytes) {
+      ErrorAndClose(413, "request body larger than " + std::to_string(shared_.options.max_body_bytes) + " bytes");
+      return;
+    }
+    in_request_ = true;
+    const auto& req = parser_->get();
+    if (req.version() >= 11 && IEquals(req[http::field::expect], "100-continue") && !parser_->is_done()) {
+      Lowest().expires_after(shared_.options.write_timeout);
+      net::async_write(stream_, net::buffer(kContinue),
+                       [self = this->shared_from_this()](beast::error_code wec, size_t) {
+                         if (wec) {
+                           self->DoClose();
+                           return;
+                         }
+                         self->ReadBody();
+                       });
+      return;
+    }
+    ReadBody();
+  }
+
+  void ReadBody() {
+    if (parser_->is_done()) {
+      OnRequest();
+      return;
+    }
+    Lowest().expires_after(shared_.options.body_timeout);
+    http::async_read(stream_, buffer_, *parser_, [self = this->shared_from_this()](beast::error_code ec, size_t) {
+      if (ec == http::error::body_limit) {
+        self->ErrorAndClose(413, "request body larger than " +
+                                     std::to_string(self->shared_.options.max_body_bytes) + " bytes");
+        return;
+      }
+      if (ec == beast::error::timeout || ec == http::error::partial_message || ec == net::error::eof ||
+          ec == net::error::connection_reset || ec == net::error::operation_aborted) {
+        self->DoClose();
+        return;
+      }
+      if (ec) {
+        self->ErrorAndClose(400, "bad request body: " + ec.message());
+        return;
+      }
+      self->OnRequest();
+    });
+  }
+
+  void OnRequest() {
+    Lowest().expires_never();
+    auto req = parser_->release();
+    parser_.reset();
+    RequestInfo info;
+    info.method = std::string(req.method_string());
+    info.target = std::string(req.target());
+    info.protocol = req.version() == 10 ? "HTTP/1.0" : "HTTP/1.1";
+    for (const auto& field : req) {
+      info.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+    }
+    info.body_size = req.body().size();
+    info.remote_addr = remote_;
+    info.local_port = local_port_;
+    info.tls = kTls;
+    info.keep_alive = req.keep_alive() && !shared_.draining.load();
+    close_after_ = !info.keep_alive;
+    complete_pending_ = false;
+    sink_ = std::make_shared<SessionSink>(this->shared_from_this());
+    shared_.gateway.Handle(std::move(info), std::move(req.body()), sink_);
+  }
+
+  void ErrorAndClose(int status, const std::string& message) {
+    WLOG_INFO("{} \"- - -\" {} {} ({})", remote_, status, 0, message);
+    in_request_ = true;
+    close_after_ = true;
+    complete_pending_ = true;
+    QueueWrite(SimpleResponse(status, "text/plain; charset=utf-8",
+                              std::to_string(status) + " " + ReasonPhrase(status) + ": " + message + "\n",
+                              false));
+  }
+
+  void QueueWrite(std::string bytes) {
+    if (closed_) {
+      if (sink_) sink_->Gone();
+      return;
+    }
+    queue_.push_back(std::move(bytes));
+    if (!writing_) WriteNext();
+  }
+
+  void WriteNext() {
+    if (queue_.empty()) {
+      writing_ = false;
+      if (complete_pending_) FinishResponse();
+      return;
+    }
+    writing_ = true;
+    inflight_.clear();
+    std::swap(inflight_, queue_);
+    buffers_.clear();
+    size_t total = 0;
+    for (const auto& s : inflight_) {
+      buffers_.emplace_back(net::buffer(s));
+      total += s.size();
+    }
+    Lowest().expires_after(shared_.options.write_timeout);
+    net::async_write(stream_, buffers_, [self = this->shared_from_this(), total](beast::error_code ec, size_t) {
+      self->OnWrite(ec, total);
+    });
+  }
+
+  void OnWrite(beast::error_code ec, size_t total) {
+    if (ec) {
+      WLOG_DEBUG("{}: write failed: {}", remote_, ec.message());
+      writing_ = false;
+      queue_.clear();
+      inflight_.clear();
+      DoClose();
+      return;
+    }
+    inflight_.clear();
+    if (sink_) sink_->Written(total);
+    WriteNext();
+  }
+
+  void FinishResponse() {
+    complete_pending_ = false;
+    hold_timer_.cancel();
+    sink_.reset();
+    in_request_ = false;
+    if (closed_) return;
+    if (close_after_ || shared_.draining.load()) {
+      DoClose();
+    } else {
+      Lowest().expires_never();
+      DoRead();
+    }
+  }
+
+  void DoClose() {
+    if (closed_) return;
+    closed_ = true;
+    if (sink_) {
+      sink_->Gone();
+      sink_.reset();
+    }
+    hold_timer_.cancel();
+    if constexpr (kTls) {
+      Lowest().expires_after(std::chrono::seconds(2));
+      stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) {
+        beast::error_code ignored;
+        self->Lowest().socket().close(ignored);
+      });
+    } else {
+      // Half-close, then drain what the client still sends (an unread body) for a moment so
+      // the close does not turn into a reset that destroys the response in flight.
+      beast::error_code ignored;
+      Lowest().socket().shutdown(tcp::socket::shutdown_send, ignored);
+      Linger(std::chrono::steady_clock::now() + std::chrono::seconds(2));
+    }
+  }
+
+  void Linger(std::chrono::steady_clock::time_point until) {
+    Lowest().expires_at(until);
+    Lowest().async_read_some(net::buffer(discard_), [self = this->shared_from_this(), until](beast::error_code ec, size_t) {
+      if (ec) {
+        beast::error_code ignored;
+        self->Lowest().socket().close(ignored);
+        return;
+      }
+      self->Linger(until);
+    });
+  }
+
+  Shared& shared_;
+  Stream stream_;
+  net::steady_timer hold_timer_;
+  const std::string remote_;
+  const unsigned short local_port_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::shared_ptr<SessionSink> sink_;
+  std::vector<std::string> queue_;
+  std::vector<std::string> inflight_;
+  std::vector<net::const_buffer> buffers_;
+  char discard_[4096];
+  bool writing_ = false;
+  bool complete_pending_ = false;
+  bool close_after_ = false;
+  bool in_request_ = false;
+  bool closed_ = false;
+};
+
+class ServerImpl : public Server {
+ public:
+  ServerImpl(Gateway& gateway, ServerOptions options)
+      : shared_(gateway, std::move(options)), acceptor_(io_), signals_(io_) {}
+
+  ~ServerImpl() override {
+    for (auto& t : reload_threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+
+  Status Init() {
+    const auto& o = shared_.options;
+    if (o.tls_cert.empty() != o.tls_key.empty()) {
+      return MakeError(Phase::kUsage, "--tls-cert and --tls-key must be given together");
+    }
+    if (!o.tls_cert.empty()) {
+      ssl_.emplace(ssl::context::tls_server);
+      ssl_->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                        ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+      beast::error_code ec;
+      ssl_->use_certificate_chain_file(o.tls_cert, ec);
+      if (ec) return MakeError(Phase::kConfig, "cannot load TLS certificate: " + ec.message(), o.tls_cert);
+      ssl_->use_private_key_file(o.tls_key, ssl::context::pem, ec);
+      if (ec) return MakeError(Phase::kConfig, "cannot load TLS key: " + ec.message(), o.tls_key);
+    }
+    std::string host = o.listen, port = "3000";
+    auto colon = o.listen.rfind(':');
+    if (colon != std::string::npos && o.listen.find(']', colon) == std::string::npos) {
+      host = o.listen.substr(0, colon);
+      port = o.listen.substr(colon + 1);
+    }
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    if (host.empty()) host = "0.0.0.0";
+    beast::error_code ec;
+    tcp::resolver resolver(io_);
+    auto results = resolver.resolve(host, port, tcp::resolver::passive, ec);
+    if (ec || results.empty()) {
+      return MakeError(Phase::kUsage, "cannot resolve listen address: " + ec.message(), o.listen);
+    }
+    tcp::endpoint endpoint = results.begin()->endpoint();
+    acceptor_.open(endpoint.protocol(), ec);
+    if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_.bind(endpoint, ec);
+    if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
+    if (ec) return MakeError(Phase::kNetwork, "cannot listen: " + ec.message(), o.listen);
+    port_ = acceptor_.local_endpoint().port();
+    return OkStatus();
+  }
+
+  unsigned short port() const override { return port_; }
+  bool tls() const override { return ssl_.has_value(); }
+
+  void Run() override {
+    Accept();
+    if (shared_.options.handle_signals) {
+      signals_.add(SIGINT);
+      signals_.add(SIGTERM);
+      signals_.add(SIGHUP);
+      WaitSignal();
+    }
+    if (shared_.options.on_listening) shared_.options.on_listening(port_);
+    std::vector<std::thread> threads;
+    size_t n = std::max<size_t>(1, shared_.options.io_threads);
+    for (size_t i = 1; i < n; ++i) threads.emplace_back([this] { io_.run(); });
+    io_.run();
+    for (auto& t : threads) t.join();
+  }
+
+  void Stop() override {
+    net::post(io_, [this] { BeginShutdown(); });
+  }
+
+ private:
+  void WaitSignal() {
+    signals_.async_wait([this](beast::error_code ec, int signo) {
+      if (ec) return;
+      if (signo == SIGHUP) {
+        if (shared_.options.on_reload) {
+          WLOG_INFO("SIGHUP: reloading the configuration");
+          reload_threads_.emplace_back(shared_.options.on_reload);
+        }
+        WaitSignal();
+        return;
+      }
+      if (stopping_) {
+        WLOG_WARN("second signal: stopping now");
+        io_.stop();
+        return;
+      }
+      WLOG_INFO("{}: finishing in-flight requests (up to {} ms), then exiting",
+                signo == SIGINT ? "SIGINT" : "SIGTERM", shared_.options.shutdown_grace.count());
+      BeginShutdown();
+      WaitSignal();
+    });
+  }
+
+  void Accept() {
+    acceptor_.async_accept(net::make_strand(io_), [this](beast::error_code ec, tcp::socket socket) {
+      if (ec) {
+        if (ec == net::error::operation_aborted || !acceptor_.is_open()) return;
+        WLOG_WARN("accept failed: {}", ec.message());
+      } else {
+        beast::error_code ignored;
+        socket.set_option(tcp::no_delay(true), ignored);
+        auto remote = socket.remote_endpoint(ignored);
+        auto local = socket.local_endpoint(ignored);
+        std::string addr = remote.address().to_string();
+        if (ssl_) {
+          std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(
+              shared_, beast::ssl_stream<beast::tcp_stream>(std::move(socket), *ssl_), addr, local.port())
+              ->Start();
+        } else {
+          std::make_shared<Session<beast::tcp_stream>>(shared_, beast::tcp_stream(std::move(socket)), addr,
+                                                       local.port())
+              ->Start();
+        }
+      }
+      if (!stopping_) Accept();
+    });
+  }
+
+  void BeginShutdown() {
+    if (stopping_) return;
+    stopping_ = true;
+    shared_.draining = true;
+    beast::error_code ignored;
+    acceptor_.close(ignored);
+    std::vector<std::shared_ptr<SessionBase>> sessions;
+    {
+      std::lock_guard lock(shared_.mu);
+      for (auto& [ptr, weak] : shared_.live) {
+        if (auto s = weak.lock()) sessions.push_back(std::move(s));
+      }
+    }
+    for (auto& s : sessions) s->PostDrain();
+    deadline_ = std::chrono::steady_clock::now() + shared_.options.shutdown_grace;
+    drain_timer_.emplace(io_);
+    PollDrained();
+  }
+
+  void PollDrained() {
+    if (shared_.sessions.load() == 0 || std::chrono::steady_clock::now() >= deadline_) {
+      if (shared_.sessions.load() != 0) {
+        WLOG_WARN("shutdown: {} connections still open after the grace period; closing",
+                  shared_.sessions.load());
+      }
+      signals_.cancel();
+      io_.stop();
+      return;
+    }
+    drain_timer_->expires_after(std::chrono::milliseconds(20));
+    drain_timer_->async_wait([this](beast::error_code ec) {
+      if (!ec) PollDrained();
+    });
+  }
+
+  Shared shared_;
+  net::io_context io_;
+  tcp::acceptor acceptor_;
+  net::signal_set signals_;
+  std::optional<ssl::context> ssl_;
+  std::optional<net::steady_timer> drain_timer_;
+  std::chrono::steady_clock::time_point deadline_;
+  std::vector<std::thread> reload_threads_;
+  unsigned short port_ = 0;
+  bool stopping_ = false;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Server>> Server::Create(Gateway& gateway, ServerOptions options) {
+  auto server = std::make_unique<ServerImpl>(gateway, std::move(options));
+  if (auto s = server->Init(); !s.ok()) return s.take_error();
+  return std::unique_ptr<Server>(std::move(server));
+}
+
+}  // namespace wasmlet::gateway
