@@ -2,6 +2,7 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -223,7 +224,19 @@ int DoServe(const ServeOptions& o) {
   (*server)->Run();
   done = true;
   if (watcher.joinable()) watcher.join();
+  // Requests still running here outlived the grace period; their guests would stop only at
+  // their time limit, so give the workers a moment and then exit regardless.
+  std::atomic<bool> joined{false};
+  std::thread reaper([&] {
+    for (int i = 0; i < 100 && !joined.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (joined.load()) return;
+    WLOG_WARN("guest code still running after the shutdown grace period; exiting anyway");
+    std::fflush(nullptr);
+    std::_Exit(0);
+  });
   gw.Shutdown();
+  joined = true;
+  reaper.join();
   WLOG_INFO("stopped");
   return 0;
 }

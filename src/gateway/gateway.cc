@@ -325,7 +325,9 @@ void Gateway::Handle(RequestInfo request, std::string body, std::shared_ptr<Resp
   auto reply = [&](int status, std::string_view type, std::string_view text, const HeaderList& extra,
                    const std::string& route, const char* note) {
     std::string b = request.method == "HEAD" ? std::string() : std::string(text);
-    sink->Send(SimpleResponse(status, type, b, request.keep_alive, extra));
+    HeaderList headers = extra;
+    if (framing.http10 && request.keep_alive) headers.emplace_back("Connection", "keep-alive");
+    sink->Send(SimpleResponse(status, type, b, request.keep_alive, headers));
     sink->Complete(!request.keep_alive);
     Log(request, route, status, b.size(), start, note);
   };
@@ -397,7 +399,7 @@ void Gateway::Run(std::shared_ptr<const Snapshot> snapshot, const App& app, Rout
   inv.limits.timeout = config.limits.timeout;
 
   running_.fetch_add(1);
-  writer->Start();
+  writer->Start(timers_);
   auto result = app.module->Invoke(inv);
   running_.fetch_sub(1);
   app.active.fetch_sub(1);

@@ -143,6 +143,7 @@ class Gateway {
   mutable std::mutex snapshot_mu_;
   std::shared_ptr<const Snapshot> snapshot_;  // guarded by snapshot_mu_
   Metrics metrics_;
+  TimerThread timers_;
   std::atomic<uint64_t> running_{0};
   std::unique_ptr<WorkerPool> pool_;
 };

@@ -1,5 +1,6 @@
 #include "gateway/response.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cstdio>
 
@@ -226,13 +227,63 @@ std::string SimpleResponse(int status, std::string_view content_type, std::strin
   return out;
 }
 
+TimerThread::TimerThread(std::chrono::milliseconds slack) : slack_(slack) {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+TimerThread::~TimerThread() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void TimerThread::After(std::chrono::milliseconds delay, std::function<void()> fn) {
+  bool wake;
+  {
+    std::lock_guard lock(mu_);
+    Entry e{Clock::now() + delay, seq_++, std::move(fn)};
+    // Equal delays arrive in deadline order: the thread needs waking only for an earlier one.
+    wake = heap_.empty() || e.deadline < heap_.front().deadline;
+    heap_.push_back(std::move(e));
+    std::push_heap(heap_.begin(), heap_.end(), std::greater<>());
+  }
+  if (wake) cv_.notify_one();
+}
+
+void TimerThread::Loop() {
+  std::unique_lock lock(mu_);
+  while (!stop_) {
+    if (heap_.empty()) {
+      cv_.wait(lock);
+      continue;
+    }
+    auto now = Clock::now();
+    if (heap_.front().deadline > now) {
+      cv_.wait_until(lock, heap_.front().deadline + slack_);
+      continue;
+    }
+    std::vector<std::function<void()>> due;
+    while (!heap_.empty() && heap_.front().deadline <= now) {
+      std::pop_heap(heap_.begin(), heap_.end(), std::greater<>());
+      due.push_back(std::move(heap_.back().fn));
+      heap_.pop_back();
+    }
+    lock.unlock();
+    for (auto& fn : due) fn();
+    lock.lock();
+  }
+}
+
 ResponseWriter::ResponseWriter(std::shared_ptr<ResponseSink> sink, StreamSettings settings,
                                RequestFraming framing)
     : sink_(std::move(sink)), settings_(settings), framing_(framing) {}
 
-void ResponseWriter::Start() {
+void ResponseWriter::Start(Scheduler& scheduler) {
   std::weak_ptr<ResponseWriter> weak = weak_from_this();
-  sink_->After(settings_.hold_time, [weak] {
+  scheduler.After(settings_.hold_time, [weak] {
     if (auto self = weak.lock()) self->OnTimer();
   });
 }
@@ -300,6 +351,7 @@ void ResponseWriter::CommitLocked(bool complete) {
     out += "Transfer-Encoding: chunked\r\n";
   }
   if (close) out += "Connection: close\r\n";
+  else if (framing_.http10) out += "Connection: keep-alive\r\n";  // HTTP/1.0 needs it said
   out += "\r\n";
   close_delimited_ = close;
   sink_->Send(std::move(out));
@@ -340,7 +392,9 @@ void ResponseWriter::FailLocked(int status, std::string_view reason, const Heade
   status_ = status;
   std::string body = std::to_string(status) + " " + ReasonPhrase(status) + ": " + std::string(reason) + "\n";
   if (framing_.head_request) body.clear();
-  sink_->Send(SimpleResponse(status, "text/plain; charset=utf-8", body, framing_.keep_alive, extra));
+  HeaderList headers = extra;
+  if (framing_.http10 && framing_.keep_alive) headers.emplace_back("Connection", "keep-alive");
+  sink_->Send(SimpleResponse(status, "text/plain; charset=utf-8", body, framing_.keep_alive, headers));
   body_bytes_ = body.size();
   sink_->Complete(!framing_.keep_alive);
   state_ = State::kDone;

@@ -13,7 +13,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <condition_variable>
 #include <mutex>
+#include <thread>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -87,8 +89,39 @@ class ResponseSink {
   virtual void Complete(bool close_connection) = 0;
   // The response failed after bytes went out: close the connection after the queued bytes.
   virtual void Abort() = 0;
-  // Runs `fn` after `delay` on a thread that must not block.
+};
+
+// Runs callbacks later, on a thread where they must not block.
+class Scheduler {
+ public:
+  virtual ~Scheduler() = default;
   virtual void After(std::chrono::milliseconds delay, std::function<void()> fn) = 0;
+};
+
+// One thread for all hold-back timers. Callbacks run up to `slack` late: expirations are
+// batched so that thousands of short requests per second cost a heap push each, not a wakeup.
+class TimerThread : public Scheduler {
+ public:
+  explicit TimerThread(std::chrono::milliseconds slack = std::chrono::milliseconds(5));
+  ~TimerThread() override;
+  void After(std::chrono::milliseconds delay, std::function<void()> fn) override;
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Entry {
+    Clock::time_point deadline;
+    uint64_t seq;
+    std::function<void()> fn;
+    bool operator>(const Entry& o) const { return deadline != o.deadline ? deadline > o.deadline : seq > o.seq; }
+  };
+  void Loop();
+  const std::chrono::milliseconds slack_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Entry> heap_;  // guarded by mu_; min-heap on deadline
+  uint64_t seq_ = 0;         // guarded by mu_
+  bool stop_ = false;        // guarded by mu_
+  std::thread thread_;
 };
 
 struct StreamSettings {
@@ -107,7 +140,7 @@ class ResponseWriter : public std::enable_shared_from_this<ResponseWriter> {
   ResponseWriter(std::shared_ptr<ResponseSink> sink, StreamSettings settings, RequestFraming framing);
 
   // Arms the hold timer; call when the module starts.
-  void Start();
+  void Start(Scheduler& scheduler);
   // Guest stdout. False tells the guest its write failed (client gone or response decided).
   bool OnOutput(std::string_view data);
   // The module ended. `ok` false: `fail_status` (500/504) and a reason for the body.

@@ -28,12 +28,13 @@ using tcp = net::ip::tcp;
 
 // What the response side (SessionSink) may ask of a session; everything is posted to the
 // session's strand.
+class SessionSink;
+
 class SessionBase {
  public:
   virtual ~SessionBase() = default;
-  virtual void PostWrite(std::string bytes) = 0;
-  virtual void PostComplete(bool close) = 0;
-  virtual void PostTimer(std::chrono::milliseconds delay, std::function<void()> fn) = 0;
+  // Moves what `sink` has queued to the socket, on the session's strand.
+  virtual void PostFlush(std::shared_ptr<SessionSink> sink) = 0;
   virtual void PostDrain() = 0;
 };
 
@@ -47,31 +48,52 @@ struct Shared {
   std::unordered_map<SessionBase*, std::weak_ptr<SessionBase>> live;  // guarded by mu
 };
 
-// The ResponseSink of one request. Counts queued bytes for back-pressure on the guest.
-class SessionSink : public ResponseSink {
+// The ResponseSink of one request. Bytes and the completion are collected here and handed to
+// the session in as few strand posts as possible (a small response and its completion travel
+// in one); queued bytes are counted for back-pressure on the guest.
+class SessionSink : public ResponseSink, public std::enable_shared_from_this<SessionSink> {
  public:
   explicit SessionSink(std::shared_ptr<SessionBase> session) : session_(std::move(session)) {}
 
   void Send(std::string bytes) override {
+    bool post;
     {
       std::lock_guard lock(mu_);
       if (gone_) return;
       pending_ += bytes.size();
+      outbox_.push_back(std::move(bytes));
+      post = !scheduled_;
+      scheduled_ = true;
     }
-    session_->PostWrite(std::move(bytes));
+    if (post) session_->PostFlush(shared_from_this());
   }
   bool WaitWritable() override {
     std::unique_lock lock(mu_);
     cv_.wait(lock, [this] { return gone_ || pending_ < kMaxPending; });
     return !gone_;
   }
-  void Complete(bool close_connection) override { session_->PostComplete(close_connection); }
-  void Abort() override { session_->PostComplete(true); }
-  void After(std::chrono::milliseconds delay, std::function<void()> fn) override {
-    session_->PostTimer(delay, std::move(fn));
+  void Complete(bool close_connection) override {
+    bool post;
+    {
+      std::lock_guard lock(mu_);
+      complete_ = true;
+      close_ = close_ || close_connection;
+      post = !scheduled_;
+      scheduled_ = true;
+    }
+    if (post) session_->PostFlush(shared_from_this());
   }
+  void Abort() override { Complete(true); }
 
   // From the session's strand.
+  void Take(std::vector<std::string>& out, bool& complete, bool& close) {
+    std::lock_guard lock(mu_);
+    for (auto& b : outbox_) out.push_back(std::move(b));
+    outbox_.clear();
+    complete = complete_;
+    close = close_;
+    scheduled_ = false;
+  }
   void Written(size_t n) {
     {
       std::lock_guard lock(mu_);
@@ -83,6 +105,7 @@ class SessionSink : public ResponseSink {
     {
       std::lock_guard lock(mu_);
       gone_ = true;
+      outbox_.clear();
     }
     cv_.notify_all();
   }
@@ -92,8 +115,12 @@ class SessionSink : public ResponseSink {
   const std::shared_ptr<SessionBase> session_;
   std::mutex mu_;
   std::condition_variable cv_;
-  size_t pending_ = 0;  // guarded by mu_
-  bool gone_ = false;   // guarded by mu_
+  std::vector<std::string> outbox_;  // guarded by mu_
+  size_t pending_ = 0;               // guarded by mu_
+  bool scheduled_ = false;           // guarded by mu_
+  bool complete_ = false;            // guarded by mu_
+  bool close_ = false;               // guarded by mu_
+  bool gone_ = false;                // guarded by mu_
 };
 
 bool IEquals(beast::string_view a, beast::string_view b) { return beast::iequals(a, b); }
@@ -108,7 +135,6 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   Session(Shared& shared, Stream stream, std::string remote, unsigned short local_port)
       : shared_(shared),
         stream_(std::move(stream)),
-        hold_timer_(stream_.get_executor()),
         remote_(std::move(remote)),
         local_port_(local_port) {
     shared_.sessions.fetch_add(1);
@@ -129,25 +155,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     net::dispatch(stream_.get_executor(), [self = this->shared_from_this()] { self->Begin(); });
   }
 
-  void PostWrite(std::string bytes) override {
-    net::post(stream_.get_executor(), [self = this->shared_from_this(), b = std::move(bytes)]() mutable {
-      self->QueueWrite(std::move(b));
-    });
-  }
-  void PostComplete(bool close) override {
-    net::post(stream_.get_executor(), [self = this->shared_from_this(), close] {
-      self->complete_pending_ = true;
-      self->close_after_ = self->close_after_ || close;
-      if (!self->writing_) self->FinishResponse();
-    });
-  }
-  void PostTimer(std::chrono::milliseconds delay, std::function<void()> fn) override {
-    net::post(stream_.get_executor(), [self = this->shared_from_this(), delay, fn = std::move(fn)]() mutable {
-      if (self->closed_) return;
-      self->hold_timer_.expires_after(delay);
-      self->hold_timer_.async_wait([fn = std::move(fn)](beast::error_code ec) {
-        if (!ec) fn();
-      });
+  void PostFlush(std::shared_ptr<SessionSink> sink) override {
+    net::post(stream_.get_executor(), [self = this->shared_from_this(), sink = std::move(sink)] {
+      self->Flush(sink);
     });
   }
   void PostDrain() override {
@@ -214,6 +224,10 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void OnHeader(beast::error_code ec) {
     if (ec == http::error::header_limit) {
       ErrorAndClose(431, "request header too large");
+      return;
+    }
+    if (ec == http::error::body_limit) {  // a Content-Length over the limit
+      ErrorAndClose(413, "request body larger than " + std::to_string(shared_.options.max_body_bytes) + " bytes");
       return;
     }
     if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == net::error::eof ||
@@ -304,6 +318,21 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
                               false));
   }
 
+  void Flush(const std::shared_ptr<SessionSink>& sink) {
+    if (sink != sink_) return;  // a response that already ended
+    bool complete = false, close = false;
+    sink->Take(queue_, complete, close);
+    if (closed_) {
+      sink->Gone();
+      return;
+    }
+    if (complete) {
+      complete_pending_ = true;
+      close_after_ = close_after_ || close;
+    }
+    if (!writing_) WriteNext();
+  }
+
   void QueueWrite(std::string bytes) {
     if (closed_) {
       if (sink_) sink_->Gone();
@@ -350,7 +379,6 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
   void FinishResponse() {
     complete_pending_ = false;
-    hold_timer_.cancel();
     sink_.reset();
     in_request_ = false;
     if (closed_) return;
@@ -369,7 +397,6 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       sink_->Gone();
       sink_.reset();
     }
-    hold_timer_.cancel();
     if constexpr (kTls) {
       Lowest().expires_after(std::chrono::seconds(2));
       stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) {
@@ -399,7 +426,6 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
   Shared& shared_;
   Stream stream_;
-  net::steady_timer hold_timer_;
   const std::string remote_;
   const unsigned short local_port_;
   beast::flat_buffer buffer_;
@@ -517,7 +543,14 @@ class ServerImpl : public Server {
     acceptor_.async_accept(net::make_strand(io_), [this](beast::error_code ec, tcp::socket socket) {
       if (ec) {
         if (ec == net::error::operation_aborted || !acceptor_.is_open()) return;
-        WLOG_WARN("accept failed: {}", ec.message());
+        // Out of file descriptors and the like: back off instead of spinning.
+        WLOG_WARN("accept failed: {}; retrying in 100 ms", ec.message());
+        accept_retry_.emplace(io_);
+        accept_retry_->expires_after(std::chrono::milliseconds(100));
+        accept_retry_->async_wait([this](beast::error_code wec) {
+          if (!wec && !stopping_) Accept();
+        });
+        return;
       } else {
         beast::error_code ignored;
         socket.set_option(tcp::no_delay(true), ignored);
@@ -579,6 +612,7 @@ class ServerImpl : public Server {
   net::signal_set signals_;
   std::optional<ssl::context> ssl_;
   std::optional<net::steady_timer> drain_timer_;
+  std::optional<net::steady_timer> accept_retry_;
   std::chrono::steady_clock::time_point deadline_;
   std::vector<std::thread> reload_threads_;
   unsigned short port_ = 0;

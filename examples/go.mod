@@ -1,0 +1,3 @@
+module wasmlet.dev/examples
+
+go 1.24
