@@ -13,7 +13,7 @@ packages=(
   # fuzzing (libFuzzer) and benchmark plots
   libclang-rt-14-dev gnuplot-nox
   # tests and benchmarks
-  curl docker-registry apache2-utils wrk nginx-light hyperfine python3 bc
+  curl docker-registry apache2-utils wrk nginx-light hyperfine python3 bc fcgiwrap openssl libyaml-cpp-dev
 )
 missing=()
 for p in "${packages[@]}"; do

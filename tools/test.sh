@@ -7,6 +7,9 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 export PATH="$HOME/.cargo/bin:/usr/local/go/bin:$PATH"
 "$root/tools/install-deps.sh"
 "$root/tools/build.sh"
+# The node tests run a real control plane built from the Go module proxy (cached after the
+# first build under ~/.cache/wasmlet/testcluster-*).
+"$root/tools/testcluster/build.sh" >/dev/null
 build="${BUILD_DIR:-$root/build}"
 cd "$build"
 ctest --output-on-failure --timeout 600 -j "${TEST_JOBS:-2}" "$@"

@@ -8,6 +8,8 @@
 #include <iostream>
 
 #include "exe/commands.h"
+#include "oci/reference.h"
+#include "oci/resolve.h"
 #include "runtime/runtime.h"
 #include "util/files.h"
 #include "util/log.h"
@@ -178,11 +180,21 @@ int DoRun(const RunOptions& o, const std::vector<std::string>& guest_args) {
   auto rt = runtime::CreateWasmtimeRuntime(options);
   if (!rt.ok()) return ReportError(rt.error().ToString(), kExitFailure);
 
+  std::string module_path = o.module;
+  if (oci::HasOciPrefix(o.module)) {
+    // `wasmlet run oci:REGISTRY/REPO:TAG`: pulled into the content store if missing.
+    auto path = oci::ResolveToLocalPath(o.module, oci::PullOptions{});
+    if (!path.ok()) {
+      const Error& e = path.error();
+      return ReportError(e.ToString(), e.phase == Phase::kUsage ? kExitUsage : kExitFailure);
+    }
+    module_path = *path;
+  }
   std::error_code ec;
-  if (!fs::exists(o.module, ec)) {
+  if (!fs::exists(module_path, ec)) {
     return ReportError("usage error: " + o.module + ": no such file", kExitUsage);
   }
-  auto module = (*rt)->LoadFile(o.module);
+  auto module = (*rt)->LoadFile(module_path);
   if (!module.ok()) {
     const Error& e = module.error();
     return ReportError(e.ToString(), e.phase == Phase::kIo ? kExitUsage : kExitFailure);

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "exe/commands.h"
+#include "oci/resolve.h"
 #include "gateway/config.h"
 #include "gateway/gateway.h"
 #include "gateway/server.h"
@@ -91,7 +92,11 @@ Status ReadEnvFile(const std::string& path, gateway::EnvList& env) {
 // Loads the config file (or the bundled examples) and compiles its modules.
 Result<std::shared_ptr<gateway::Snapshot>> LoadAll(const std::string& config_path, runtime::Runtime& rt,
                                                    const std::string& log_dir) {
-  gateway::LoadOptions load_options;  // no OCI resolver yet: oci: references are a config error
+  gateway::LoadOptions load_options;
+  // `module = "oci:REGISTRY/REPO:TAG"` pulls into the content store (if missing) at load time.
+  load_options.oci_resolver = [](const std::string& ref) {
+    return oci::ResolveToLocalPath(ref, oci::PullOptions{});
+  };
   auto config = gateway::LoadConfigFile(config_path, load_options);
   if (!config.ok()) return config.take_error();
   return gateway::LoadSnapshot(std::move(*config), rt, log_dir);
