@@ -153,7 +153,7 @@ TEST_F(GatewayOps, ConfigErrorsAreClear) {
     std::string toml, expect;
   };
   std::vector<Case> cases = {
-      {"[[module]]\nroute = \"/a\"\nmodule = \"oci:registry.example/app:1\"\n", "oci: references need"},
+      {"[[module]]\nroute = \"/a\"\nmodule = \"oci:localhost:1/App:1\"\n", "must be lowercase"},
       {"[[module]]\nroute = \"/a\"\nmodule = \"nope.wasm\"\n", "module 'nope.wasm' not found"},
       {"[[module]]\nmodule = \"x.wasm\"\n", "has no 'route'"},
       {"[[module]]\nroute = \"a\"\nmodule = \"x.wasm\"\n", "route must start with '/'"},
