@@ -13,6 +13,7 @@
 #include "runtime/runtime.h"
 #include "util/files.h"
 #include "util/log.h"
+#include "util/units.h"
 
 namespace wasmlet::exe {
 namespace {
@@ -30,44 +31,6 @@ std::string DefaultCacheDir() {
   const char* home = std::getenv("HOME");
   std::string base = xdg != nullptr && *xdg ? xdg : std::string(home != nullptr ? home : "/tmp") + "/.cache";
   return base + "/wasmlet/modules";
-}
-
-// "64MiB", "512M", "1G", "1048576" -> bytes.
-Result<uint64_t> ParseSize(const std::string& text) {
-  size_t pos = 0;
-  unsigned long long value = 0;
-  try {
-    value = std::stoull(text, &pos);
-  } catch (...) {
-    return MakeError(Phase::kUsage, "not a size: '" + text + "' (try 64MiB, 512M, 1G)");
-  }
-  std::string unit = text.substr(pos);
-  uint64_t mult = 1;
-  if (unit.empty() || unit == "B") mult = 1;
-  else if (unit == "K" || unit == "KiB" || unit == "k") mult = 1ull << 10;
-  else if (unit == "M" || unit == "MiB") mult = 1ull << 20;
-  else if (unit == "G" || unit == "GiB") mult = 1ull << 30;
-  else return MakeError(Phase::kUsage, "unknown size unit '" + unit + "' in '" + text + "'");
-  return static_cast<uint64_t>(value) * mult;
-}
-
-// "500ms", "2s", "1m", "1500" (ms) -> milliseconds.
-Result<std::chrono::milliseconds> ParseDuration(const std::string& text) {
-  size_t pos = 0;
-  double value = 0;
-  try {
-    value = std::stod(text, &pos);
-  } catch (...) {
-    return MakeError(Phase::kUsage, "not a duration: '" + text + "' (try 500ms, 2s, 1m)");
-  }
-  std::string unit = text.substr(pos);
-  double ms;
-  if (unit.empty() || unit == "ms") ms = value;
-  else if (unit == "s") ms = value * 1000;
-  else if (unit == "m") ms = value * 60000;
-  else return MakeError(Phase::kUsage, "unknown duration unit '" + unit + "' in '" + text + "'");
-  if (ms < 0) return MakeError(Phase::kUsage, "negative duration '" + text + "'");
-  return std::chrono::milliseconds(static_cast<long long>(ms));
 }
 
 Result<std::pair<std::string, std::string>> ParseEnv(const std::string& kv, const std::string& where) {
@@ -158,12 +121,12 @@ int DoRun(const RunOptions& o, const std::vector<std::string>& guest_args) {
     request.preopens.push_back(*p);
   }
   if (!o.memory_limit.empty()) {
-    auto bytes = ParseSize(o.memory_limit);
+    auto bytes = ParseSize(o.memory_limit, Phase::kUsage);
     if (!bytes.ok()) return ReportError(bytes.error().ToString() + " (--memory-limit)", kExitUsage);
     request.limits.memory_bytes = *bytes;
   }
   if (!o.timeout.empty()) {
-    auto ms = ParseDuration(o.timeout);
+    auto ms = ParseDuration(o.timeout, Phase::kUsage);
     if (!ms.ok()) return ReportError(ms.error().ToString() + " (--timeout)", kExitUsage);
     request.limits.timeout = *ms;
   }

@@ -15,6 +15,7 @@
 
 #include "runtime/runtime.h"
 #include "util/result.h"
+#include "util/units.h"
 
 namespace wasmlet::gateway {
 
@@ -66,10 +67,9 @@ Result<GatewayConfig> ParseModulesToml(std::string_view text, const std::string&
 Result<GatewayConfig> ParseSpinToml(std::string_view text, const std::string& path,
                                     const LoadOptions& options);
 
-// "64MiB", "512M", "1G", "1048576" -> bytes.
-Result<uint64_t> ParseSize(const std::string& text);
-// "500ms", "2s", "1m", "1500" (ms) -> milliseconds.
-Result<std::chrono::milliseconds> ParseDuration(const std::string& text);
+// Limits in the config use util/units.h: ParseSize ("64MiB") and ParseDuration ("2s").
+using ::wasmlet::ParseDuration;
+using ::wasmlet::ParseSize;
 
 }  // namespace wasmlet::gateway
 
