@@ -3,18 +3,11 @@
 #include <cctype>
 #include <unordered_map>
 
+#include "util/strings.h"
+
 namespace wasmlet::gateway {
 namespace {
 
-bool IEquals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) {
-      return false;
-    }
-  }
-  return true;
-}
 
 int HexValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -106,12 +99,12 @@ EnvList BuildCgiEnv(const RequestInfo& request, const RouteMatch& match, const E
   std::vector<std::pair<std::string, std::string>> header_vars;
   std::unordered_map<std::string, size_t> header_index;
   for (const auto& [name, value] : request.headers) {
-    if (IEquals(name, "content-type") && content_type.empty()) content_type = value;
-    if (IEquals(name, "host") && !has_host) {
+    if (EqualsIgnoreCase(name, "content-type") && content_type.empty()) content_type = value;
+    if (EqualsIgnoreCase(name, "host") && !has_host) {
       host_header = value;
       has_host = true;
     }
-    if (IEquals(name, "authorization") || IEquals(name, "connection")) continue;
+    if (EqualsIgnoreCase(name, "authorization") || EqualsIgnoreCase(name, "connection")) continue;
     std::string var = HeaderVariableName(name);
     auto [it, inserted] = header_index.emplace(var, header_vars.size());
     if (inserted) header_vars.emplace_back(var, value);

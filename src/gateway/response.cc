@@ -4,18 +4,11 @@
 #include <cctype>
 #include <cstdio>
 
+#include "util/strings.h"
+
 namespace wasmlet::gateway {
 namespace {
 
-bool IEquals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) {
-      return false;
-    }
-  }
-  return true;
-}
 
 std::string_view Trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
@@ -26,7 +19,7 @@ std::string_view Trim(std::string_view s) {
 bool IsHopByHop(std::string_view name) {
   for (const char* h : {"connection", "keep-alive", "transfer-encoding", "upgrade", "trailer", "te",
                         "proxy-connection"}) {
-    if (IEquals(name, h)) return true;
+    if (EqualsIgnoreCase(name, h)) return true;
   }
   return false;
 }
@@ -160,7 +153,7 @@ void CgiHeadParser::Line(std::string_view line) {
   }
   std::string_view name = line.substr(0, colon);
   std::string_view value = Trim(line.substr(colon + 1));
-  if (IEquals(name, "status")) {
+  if (EqualsIgnoreCase(name, "status")) {
     has_status_ = true;
     auto space = value.find(' ');
     std::string_view code = value.substr(0, space);
@@ -180,7 +173,7 @@ void CgiHeadParser::Line(std::string_view line) {
     warnings_.push_back("invalid response header dropped: '" + std::string(line.substr(0, 80)) + "'");
     return;
   }
-  if (IEquals(name, "content-length")) {
+  if (EqualsIgnoreCase(name, "content-length")) {
     bool digits = !value.empty() && value.size() < 19;
     for (char c : value) digits = digits && c >= '0' && c <= '9';
     if (!digits) {
@@ -194,8 +187,8 @@ void CgiHeadParser::Line(std::string_view line) {
     warnings_.push_back("hop-by-hop response header dropped: '" + std::string(name) + "'");
     return;
   }
-  if (IEquals(name, "content-type")) has_content_type_ = true;
-  if (IEquals(name, "location")) has_location_ = true;
+  if (EqualsIgnoreCase(name, "content-type")) has_content_type_ = true;
+  if (EqualsIgnoreCase(name, "location")) has_location_ = true;
   head_.headers.emplace_back(std::string(name), std::string(value));
 }
 

@@ -10,6 +10,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "util/base64.h"
 #include "util/files.h"
 #include "util/log.h"
 
@@ -18,22 +19,9 @@ namespace {
 
 // base64 decode for kubeconfig *-data fields.
 Result<std::string> Base64Decode(const std::string& in) {
-  static const std::string kChars =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  int val = 0, bits = -8;
-  for (char c : in) {
-    if (c == '=' || c == '\n' || c == '\r' || c == ' ') continue;
-    auto pos = kChars.find(c);
-    if (pos == std::string::npos) return MakeError(Phase::kConfig, "invalid base64 data");
-    val = (val << 6) + static_cast<int>(pos);
-    bits += 6;
-    if (bits >= 0) {
-      out.push_back(static_cast<char>((val >> bits) & 0xFF));
-      bits -= 8;
-    }
-  }
-  return out;
+  auto decoded = ::wasmlet::Base64Decode(in);
+  if (!decoded) return MakeError(Phase::kConfig, "invalid base64 data");
+  return std::move(*decoded);
 }
 
 YAML::Node FindNamed(const YAML::Node& list, const std::string& name) {

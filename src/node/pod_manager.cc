@@ -9,6 +9,7 @@
 
 #include "node/container_log.h"
 #include "node/pod_util.h"
+#include "util/base64.h"
 #include "util/files.h"
 #include "util/log.h"
 
@@ -27,21 +28,9 @@ std::string RandomHex(size_t n) {
 }
 
 Result<std::string> Base64Decode(const std::string& in) {
-  static const std::string kChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  int val = 0, bits = -8;
-  for (char c : in) {
-    if (c == '=' || c == '\n') continue;
-    auto pos = kChars.find(c);
-    if (pos == std::string::npos) return MakeError(Phase::kConfig, "invalid base64");
-    val = (val << 6) + static_cast<int>(pos);
-    bits += 6;
-    if (bits >= 0) {
-      out.push_back(static_cast<char>((val >> bits) & 0xFF));
-      bits -= 8;
-    }
-  }
-  return out;
+  auto decoded = ::wasmlet::Base64Decode(in);
+  if (!decoded) return MakeError(Phase::kConfig, "invalid base64");
+  return std::move(*decoded);
 }
 
 bool ValidEnvName(const std::string& name) {

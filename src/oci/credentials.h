@@ -14,6 +14,8 @@
 #include <optional>
 #include <string>
 
+#include "util/base64.h"
+
 #include "util/result.h"
 
 namespace wasmlet::oci {
@@ -41,7 +43,8 @@ struct DefaultCredentialOptions {
 std::unique_ptr<CredentialSource> MakeDefaultCredentialSource(DefaultCredentialOptions options);
 
 // Standard base64 (for Basic auth and docker config "auth").
-std::string Base64Encode(std::string_view data);
-std::optional<std::string> Base64Decode(std::string_view text);
+// Base64 lives in util/base64.h (also used by the node for kubeconfig and Secret data).
+using ::wasmlet::Base64Decode;
+using ::wasmlet::Base64Encode;
 
 }  // namespace wasmlet::oci

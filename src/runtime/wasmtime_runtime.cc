@@ -548,14 +548,12 @@ Result<InvokeResult> WasmtimeModule::Invoke(const InvokeRequest& request) const 
     wasi_config_set_env(wasi, names.size(), names.data(), values.data());
   }
   for (const auto& p : request.preopens) {
-    struct stat st;
-    if (::stat(p.host_path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-      wasi_config_delete(wasi);
-      return MakeError(Phase::kInstantiate, "preopened directory does not exist", p.host_path);
-    }
+    // preopen_dir opens the directory itself, so a missing one fails here (no extra stat on
+    // the request path).
     if (!wasi_config_preopen_dir(wasi, p.host_path.c_str(), p.guest_path.c_str(), !p.read_only)) {
       wasi_config_delete(wasi);
-      return MakeError(Phase::kInstantiate, "cannot preopen directory", p.host_path);
+      return MakeError(Phase::kInstantiate, "preopened directory does not exist or cannot be opened",
+                       p.host_path);
     }
   }
   switch (request.stdin_mode) {
@@ -718,6 +716,7 @@ Result<InvokeResult> WasmtimeModule::Invoke(const InvokeRequest& request) const 
   }
   wasm_functype_t* type = wasmtime_func_type(context, &entry.of.func);
   size_t params = wasm_functype_params(type)->size;
+  size_t results = wasm_functype_results(type)->size;
   wasm_functype_delete(type);
   if (params != 0) {
     return MakeError(Phase::kInstantiate,
@@ -725,9 +724,6 @@ Result<InvokeResult> WasmtimeModule::Invoke(const InvokeRequest& request) const 
                          " parameters; only functions without parameters can be invoked",
                      name_);
   }
-  type = wasmtime_func_type(context, &entry.of.func);
-  size_t results = wasm_functype_results(type)->size;
-  wasm_functype_delete(type);
   std::vector<wasmtime_val_t> outs(results);
   error = wasmtime_func_call(context, &entry.of.func, nullptr, 0, outs.data(), outs.size(), &trap);
   if (trap != nullptr) {
