@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Compute benchmark: SHA-256 over 64 MiB, the same C file natively (clang -O2) and as a WASI
 # module run by `wasmlet run` (warm compile cache); medians of 5 runs each, and the ratio.
-# Usage: bench/compute.sh [MiB] [runs]
+# Usage: bench/compute.sh [MiB] [runs]   (writes $RESULTS_DIR/compute.csv)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 mib="${1:-64}"; runs="${2:-5}"
+results="${RESULTS_DIR:-$root/bench/results/latest}"; mkdir -p "$results"
 build="${BUILD_DIR:-$root/build}"
 "$root/tools/build.sh" >/dev/null
 out="$(mktemp -d)"; trap 'rm -rf "$out"' EXIT
@@ -22,3 +23,9 @@ w=$(time_runs "$wasmlet" run "$cache" --memory-limit 1GiB "$out/sha256sum.wasm" 
 echo "| workload | native ms (median) | wasmlet ms (median) | ratio | target |"
 echo "|---|---|---|---|---|"
 printf "| SHA-256 over %s MiB | %s | %s | %.2fx | <= 1.5x |\n" "$mib" "$n" "$w" "$(echo "$w / $n" | bc -l)"
+{
+  echo "benchmark,case,subject,metric,value,unit"
+  echo "compute,sha256-${mib}mib,native,time,$n,ms"
+  echo "compute,sha256-${mib}mib,wasmlet,time,$w,ms"
+  echo "compute,sha256-${mib}mib,wasmlet,ratio_to_native,$(echo "scale=3; $w / $n" | bc -l),x"
+} >"$results/compute.csv"
