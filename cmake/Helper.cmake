@@ -11,7 +11,10 @@ elseif(WASMLET_SANITIZE STREQUAL "ubsan")
 elseif(WASMLET_SANITIZE STREQUAL "asan+ubsan")
   set(_wasmlet_san_flags -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
 elseif(WASMLET_SANITIZE STREQUAL "tsan")
-  set(_wasmlet_san_flags -fsanitize=thread)
+  # GCC warns (-Wtsan) that TSan does not model std::atomic_thread_fence, which Boost.Asio's
+  # fenced blocks use; with -Werror that would stop the build. Should the fences ever cause
+  # false reports, suppress those reports (TSAN_OPTIONS=suppressions=...), keep the build.
+  set(_wasmlet_san_flags -fsanitize=thread $<$<CXX_COMPILER_ID:GNU>:-Wno-tsan>)
 elseif(NOT WASMLET_SANITIZE STREQUAL "")
   message(FATAL_ERROR "WASMLET_SANITIZE must be asan, ubsan, asan+ubsan or tsan, not '${WASMLET_SANITIZE}'")
 endif()

@@ -180,6 +180,8 @@ int DoRun(const RunOptions& o, const std::vector<std::string>& guest_args) {
       return ReportError(o.module + ": " + r.Describe() + " (--timeout)", kExitTimeout);
     case runtime::Outcome::kMemoryLimit:
       return ReportError(o.module + ": " + r.Describe() + " (--memory-limit)", kExitMemory);
+    case runtime::Outcome::kCancelled:  // `run` passes no CancelToken; reported as a kill
+      return ReportError(o.module + ": " + r.Describe(), kExitMemory);
     case runtime::Outcome::kTrapped:
     case runtime::Outcome::kStackOverflow:
     {

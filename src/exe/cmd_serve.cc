@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <mutex>
 #include <thread>
+#include <tuple>
 
 #include "exe/commands.h"
 #include "oci/resolve.h"
@@ -35,6 +36,7 @@ struct ServeOptions {
   std::vector<std::string> envs;
   std::vector<std::string> env_files;
   bool check = false;
+  bool preload = false;
   size_t workers = 0;
   size_t queue = 1024;
   size_t io_threads = 1;
@@ -42,6 +44,11 @@ struct ServeOptions {
   std::string hold_bytes = "64KiB";
   std::string hold_time = "50ms";
   std::string shutdown_grace = "10s";
+  size_t max_connections = 0;  // 0 = from the descriptor limit (gateway::DefaultMaxConnections)
+  std::string header_timeout = "10s";
+  std::string body_timeout = "60s";
+  std::string idle_timeout = "60s";
+  std::string write_timeout = "60s";
   bool no_watch = false;
 };
 
@@ -89,9 +96,12 @@ Status ReadEnvFile(const std::string& path, gateway::EnvList& env) {
   return OkStatus();
 }
 
-// Loads the config file (or the bundled examples) and compiles its modules.
+// Loads the config file (or the bundled examples) and registers its apps; modules load on
+// first request (`preload`: all of them now, failing on the first that does not load). With
+// `previous` (a reload), modules whose file did not change stay loaded.
 Result<std::shared_ptr<gateway::Snapshot>> LoadAll(const std::string& config_path, runtime::Runtime& rt,
-                                                   const std::string& log_dir) {
+                                                   const std::string& log_dir, bool preload, size_t threads,
+                                                   const gateway::Snapshot* previous = nullptr) {
   gateway::LoadOptions load_options;
   // `module = "oci:REGISTRY/REPO:TAG"` pulls into the content store (if missing) at load time.
   load_options.oci_resolver = [](const std::string& ref) {
@@ -99,7 +109,17 @@ Result<std::shared_ptr<gateway::Snapshot>> LoadAll(const std::string& config_pat
   };
   auto config = gateway::LoadConfigFile(config_path, load_options);
   if (!config.ok()) return config.take_error();
-  return gateway::LoadSnapshot(std::move(*config), rt, log_dir);
+  auto snapshot = gateway::LoadSnapshot(std::move(*config), rt, log_dir, previous);
+  if (!snapshot.ok() || !preload) return snapshot;
+  auto begin = std::chrono::steady_clock::now();
+  size_t total = (*snapshot)->apps.size();
+  auto status = gateway::PreloadSnapshot(**snapshot, rt, threads, [](size_t done, size_t all) {
+    WLOG_INFO("loading modules: {}/{}", done, all);
+  });
+  if (!status.ok()) return status.take_error();
+  WLOG_INFO("loaded {} modules in {:.1f}s", total,
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count());
+  return snapshot;
 }
 
 time_t ModifiedTime(const std::string& path) {
@@ -151,17 +171,25 @@ int DoServe(const ServeOptions& o) {
 
   runtime::RuntimeOptions ropts;
   ropts.cache_dir = o.no_cache ? "" : (o.cache_dir.empty() ? DefaultCacheDir() : o.cache_dir);
-  size_t workers = o.workers != 0 ? o.workers : std::max(2u, std::thread::hardware_concurrency());
+  // More workers than CPUs: a guest that sleeps, waits on a slow client or spins until its
+  // timeout holds a worker, and must not starve the other routes (bench/hostile/p99.sh).
+  size_t workers = o.workers != 0 ? o.workers
+                                  : std::max<size_t>(8, 4 * std::max(1u, std::thread::hardware_concurrency()));
+  gopts.workers = workers;
   ropts.max_instances = static_cast<uint32_t>(workers + 8);
   auto rt = runtime::CreateWasmtimeRuntime(ropts);
   if (!rt.ok()) return ReportError(rt.error().ToString(), kExitFailure);
 
-  auto snapshot = LoadAll(config_path, **rt, o.log_dir);
+  // --check and --preload load every module now (compiling what the cache lacks, in parallel),
+  // so a broken module fails here instead of on its first request.
+  const bool preload = o.check || o.preload;
+  const size_t load_threads = workers;  // instance slots are sized by workers (_routes runs guests)
+  auto snapshot = LoadAll(config_path, **rt, o.log_dir, preload, load_threads);
   if (!snapshot.ok()) return ReportError(snapshot.error().ToString(), kExitFailure);
   for (const auto& w : (*snapshot)->config.warnings) WLOG_WARN("{}", w);
   if (o.check) {
     std::printf("%s: OK (%zu modules, %zu routes, %zu warnings)\n", config_path.c_str(),
-                (*snapshot)->apps.size(), (*snapshot)->router.routes().size(),
+                (*snapshot)->apps.size(), (*snapshot)->router()->routes().size(),
                 (*snapshot)->config.warnings.size());
     return 0;
   }
@@ -172,14 +200,15 @@ int DoServe(const ServeOptions& o) {
   std::mutex reload_mu;
   auto reload = [&] {
     std::lock_guard lock(reload_mu);
-    auto next = LoadAll(config_path, **rt, o.log_dir);
+    // Runs on the signal/watcher thread: requests keep being served from the current snapshot.
+    auto next = LoadAll(config_path, **rt, o.log_dir, o.preload, load_threads, gw.snapshot().get());
     if (!next.ok()) {
       WLOG_ERROR("reload failed, keeping the previous configuration: {}", next.error().ToString());
       return;
     }
     for (const auto& w : (*next)->config.warnings) WLOG_WARN("{}", w);
     gw.SetSnapshot(*next);
-    WLOG_INFO("reloaded {}: {} routes", config_path, (*next)->router.routes().size());
+    WLOG_INFO("reloaded {}: {} routes", config_path, (*next)->router()->routes().size());
   };
 
   gateway::ServerOptions sopts;
@@ -187,6 +216,16 @@ int DoServe(const ServeOptions& o) {
   sopts.io_threads = std::max<size_t>(1, o.io_threads);
   sopts.max_body_bytes = *max_body;
   sopts.shutdown_grace = *grace;
+  sopts.max_connections = o.max_connections;
+  for (auto [text, flag, field] : {std::tuple{&o.header_timeout, "--header-timeout", &sopts.header_timeout},
+                                   std::tuple{&o.body_timeout, "--body-timeout", &sopts.body_timeout},
+                                   std::tuple{&o.idle_timeout, "--idle-timeout", &sopts.idle_timeout},
+                                   std::tuple{&o.write_timeout, "--write-timeout", &sopts.write_timeout}}) {
+    auto d = gateway::ParseDuration(*text);
+    if (!d.ok()) return ReportError(std::string("usage error: ") + flag + ": " + d.error().message, kExitUsage);
+    if (d->count() <= 0) return ReportError(std::string("usage error: ") + flag + " must be positive", kExitUsage);
+    *field = *d;
+  }
   sopts.tls_cert = o.tls_cert;
   sopts.tls_key = o.tls_key;
   sopts.on_reload = reload;
@@ -202,7 +241,7 @@ int DoServe(const ServeOptions& o) {
   // The first stdout line is machine-readable (tests and scripts wait for it).
   std::printf("Listening on %s\n", base.c_str());
   if (bundled) std::printf("Serving the bundled examples (%s):\n", config_path.c_str());
-  for (const auto& route : (*snapshot)->router.routes()) {
+  for (const auto& route : (*snapshot)->router()->routes()) {
     std::string path = route.pattern;
     if (gateway::Router::IsWildcard(path)) path = path.substr(0, path.size() - 3);
     std::printf("  %s%s\n", base.c_str(), path.c_str());
@@ -270,8 +309,11 @@ const CommandRegistration kServe({
           cmd->add_flag("--no-cache", o->no_cache, "Do not read or write the compiled-module cache");
           cmd->add_option("-e,--env", o->envs, "Variable NAME=VALUE for every module (repeatable)");
           cmd->add_option("--env-file", o->env_files, "NAME=VALUE lines for every module (repeatable)");
-          cmd->add_flag("--check", o->check, "Validate the configuration, compile its modules, and exit");
-          cmd->add_option("--workers", o->workers, "Threads running guest code (default: number of CPUs, min 2)");
+          cmd->add_flag("--check", o->check,
+                        "Validate the configuration, load (compile and cache) every module, call _routes, and exit");
+          cmd->add_flag("--preload", o->preload,
+                        "Load every module at startup and reload (fail on a broken one) instead of on first request");
+          cmd->add_option("--workers", o->workers, "Threads running guest code (default: 4 x CPUs, min 8)");
           cmd->add_option("--queue", o->queue, "Requests waiting for a worker before 503")->capture_default_str();
           cmd->add_option("--io-threads", o->io_threads, "Network I/O threads")->capture_default_str();
           cmd->add_option("--max-body", o->max_body, "Largest request body (413 above)")->capture_default_str();
@@ -279,6 +321,16 @@ const CommandRegistration kServe({
                           "Response output held back before streaming starts")->capture_default_str();
           cmd->add_option("--hold-time", o->hold_time,
                           "Time output is held back before streaming starts")->capture_default_str();
+          cmd->add_option("--max-connections", o->max_connections,
+                          "Open connections at once; more wait to be accepted (default: 3/4 of the "
+                          "open-files limit, at most 10000)");
+          cmd->add_option("--header-timeout", o->header_timeout,
+                          "Time to receive a request head once it started")->capture_default_str();
+          cmd->add_option("--body-timeout", o->body_timeout, "Time to receive a request body")->capture_default_str();
+          cmd->add_option("--idle-timeout", o->idle_timeout,
+                          "Time a keep-alive connection may wait for its next request")->capture_default_str();
+          cmd->add_option("--write-timeout", o->write_timeout,
+                          "Time a client gets to accept response bytes")->capture_default_str();
           cmd->add_option("--shutdown-grace", o->shutdown_grace,
                           "Time in-flight requests get at SIGTERM/SIGINT")->capture_default_str();
           cmd->add_flag("--no-watch", o->no_watch, "Do not reload when the config file changes (SIGHUP still does)");

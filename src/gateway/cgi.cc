@@ -1,6 +1,7 @@
 #include "gateway/cgi.h"
 
 #include <cctype>
+#include <cstdint>
 #include <unordered_map>
 
 #include "util/strings.h"
@@ -31,10 +32,39 @@ std::pair<std::string, std::string> SplitHostPort(std::string_view host) {
   return {std::string(host.substr(0, colon)), std::string(host.substr(colon + 1))};
 }
 
+// The guest gets its environment and arguments through WASI as UTF-8 C strings; Wasmtime
+// refuses the rest of the list at the first invalid one. Bytes that are no valid UTF-8 (from
+// percent-decoding, or obs-text in header values) and NUL (from "%00") become U+FFFD, as
+// Rust's from_utf8_lossy does; X_RAW_PATH_INFO keeps the exact bytes percent-encoded.
+std::string ValidUtf8(std::string s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t n = c == 0 ? 0 : c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    bool ok = n > 0 && i + n <= s.size();
+    uint32_t cp = n == 1 ? c : n == 2 ? (c & 0x1Fu) : n == 3 ? (c & 0x0Fu) : (c & 0x07u);
+    for (size_t k = 1; ok && k < n; ++k) {
+      const unsigned char cc = static_cast<unsigned char>(s[i + k]);
+      ok = (cc >> 6) == 0x2;
+      cp = (cp << 6) | (cc & 0x3Fu);
+    }
+    static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+    ok = ok && cp >= kMin[n] && cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF);
+    if (ok) {
+      i += n;
+    } else {
+      s.replace(i, 1, "\xEF\xBF\xBD");
+      i += 3;
+    }
+  }
+  return s;
+}
+
 // Keeps the first position of each name; later values replace earlier ones.
 class EnvBuilder {
  public:
   void Set(const std::string& name, std::string value) {
+    value = ValidUtf8(std::move(value));
     auto [it, inserted] = index_.emplace(name, env_.size());
     if (inserted) env_.emplace_back(name, std::move(value));
     else env_[it->second].second = std::move(value);
@@ -155,12 +185,13 @@ std::vector<std::string> BuildArgv(const RequestInfo& request,
   std::string_view query = QueryOf(request.target);
   std::vector<std::string> args;
   if (!argv_template) {
-    args.emplace_back(path);
+    args.push_back(ValidUtf8(std::string(path)));
     if (!query.empty()) {
       size_t start = 0;
       while (true) {
         size_t amp = query.find('&', start);
-        args.emplace_back(query.substr(start, amp == std::string_view::npos ? std::string_view::npos : amp - start));
+        args.push_back(ValidUtf8(std::string(
+            query.substr(start, amp == std::string_view::npos ? std::string_view::npos : amp - start))));
         if (amp == std::string_view::npos) break;
         start = amp + 1;
       }
@@ -190,7 +221,7 @@ std::vector<std::string> BuildArgv(const RequestInfo& request,
     while (i < out.size() && std::isspace(static_cast<unsigned char>(out[i]))) ++i;
     size_t start = i;
     while (i < out.size() && !std::isspace(static_cast<unsigned char>(out[i]))) ++i;
-    if (i > start) args.push_back(out.substr(start, i - start));
+    if (i > start) args.push_back(ValidUtf8(out.substr(start, i - start)));
   }
   return args;
 }

@@ -3,7 +3,12 @@
 
 #include <toml++/toml.h>
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <unordered_map>
 #include <set>
 #include <cstdlib>
 #include <sstream>
@@ -98,6 +103,12 @@ Result<std::string> ResolveModule(const Ctx& ctx, const std::string& ref, const 
     Error e = resolved.take_error();
     e.where = ctx.path + Line(node);
     return e;
+  }
+  // Modules are loaded lazily (on first request): what can be checked cheaply is checked here,
+  // so a module that cannot even be opened is still a config error at startup.
+  if (::access(resolved->c_str(), R_OK) != 0) {
+    return ConfigError(ctx, node, "module '" + ref + "' is not readable: " + std::strerror(errno) + " (" +
+                                      *resolved + ")");
   }
   return resolved;
 }
@@ -255,13 +266,17 @@ Ctx MakeCtx(const std::string& path, const LoadOptions& options, GatewayConfig& 
 }
 
 void WarnDuplicateRoutes(GatewayConfig& config) {
+  // Every pair of entries with the same route, in file order (a map, not a pairwise scan: a
+  // config may have 10,000 entries).
+  std::unordered_map<std::string_view, std::vector<size_t>> by_route;
+  for (size_t i = 0; i < config.apps.size(); ++i) by_route[config.apps[i].route].push_back(i);
   for (size_t i = 0; i < config.apps.size(); ++i) {
-    for (size_t j = i + 1; j < config.apps.size(); ++j) {
-      if (config.apps[i].route == config.apps[j].route) {
-        config.warnings.push_back("duplicate route '" + config.apps[i].route + "': " +
-                                  config.apps[i].where + " and " + config.apps[j].where +
-                                  "; the later entry wins");
-      }
+    const auto& same = by_route[config.apps[i].route];
+    if (same.size() < 2) continue;
+    for (size_t j : same) {
+      if (j <= i) continue;
+      config.warnings.push_back("duplicate route '" + config.apps[i].route + "': " + config.apps[i].where +
+                                " and " + config.apps[j].where + "; the later entry wins");
     }
   }
 }

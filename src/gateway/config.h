@@ -1,5 +1,6 @@
 // Gateway configuration: WAGI modules.toml and Spin v2 manifests (WAGI executor) loaded into one
-// GatewayConfig. Pure data + parsing: no modules are compiled here (see gateway/apps.h).
+// GatewayConfig. Pure data + parsing: no modules are compiled here (gateway/gateway.h loads them
+// lazily); module files are only checked to exist and be readable.
 //
 // Threading: the functions are reentrant; a GatewayConfig is a plain value.
 #pragma once

@@ -3,7 +3,12 @@
 #include <algorithm>
 #include <cctype>
 #include <cinttypes>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <unordered_set>
 
 #include "util/files.h"
 #include "util/log.h"
@@ -41,7 +46,8 @@ std::string EscapeLabel(const std::string& value) {
 
 }  // namespace
 
-StderrLog::StderrLog(std::string route, std::string path) : route_(std::move(route)), path_(std::move(path)) {}
+StderrLog::StderrLog(std::string route, std::string path, size_t request_cap)
+    : route_(std::move(route)), path_(std::move(path)), request_cap_(request_cap) {}
 
 StderrLog::~StderrLog() {
   if (file_ != nullptr) std::fclose(file_);
@@ -57,6 +63,34 @@ void StderrLog::Write(std::string_view data) {
   }
   std::fwrite(data.data(), 1, data.size(), file_);
   std::fflush(file_);
+}
+
+runtime::OutputCallback StderrLog::ForRequest() {
+  // Called on the guest's thread only, one write at a time.
+  struct State {
+    StderrLog* log = nullptr;
+    size_t kept = 0;
+    uint64_t dropped = 0;
+    bool at_line_start = true;
+    ~State() {
+      if (dropped == 0) return;
+      log->Write(std::string(at_line_start ? "" : "\n") + "[stderr truncated: " + std::to_string(dropped) +
+                 " bytes dropped]\n");
+    }
+  };
+  auto state = std::make_shared<State>();
+  state->log = this;
+  return [state](std::string_view data) {
+    size_t room = state->log->request_cap_ - state->kept;
+    size_t take = std::min(room, data.size());
+    if (take > 0) {
+      state->log->Write(data.substr(0, take));
+      state->kept += take;
+      state->at_line_start = data[take - 1] == '\n';
+    }
+    state->dropped += data.size() - take;
+    return true;
+  };
 }
 
 Result<std::vector<std::pair<std::string, std::string>>> ParseRoutesOutput(std::string_view output,
@@ -97,86 +131,324 @@ Result<std::vector<std::pair<std::string, std::string>>> ParseRoutesOutput(std::
   return out;
 }
 
+std::string ModuleFileStamp(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return std::string("error ") + std::strerror(errno);
+  return std::to_string(st.st_dev) + " " + std::to_string(st.st_ino) + " " + std::to_string(st.st_size) + " " +
+         std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec);
+}
+
+namespace {
+
+Result<std::shared_ptr<LoadedModule>> LoadModuleOf(const AppConfig& ac, runtime::Runtime& runtime,
+                                                   StderrLog* stderr_log) {
+  auto module = runtime.LoadFile(ac.module_path);
+  if (!module.ok()) {
+    Error e = module.take_error();
+    e.message += " (" + ac.where + ")";
+    return e;
+  }
+  auto loaded = std::make_shared<LoadedModule>();
+  loaded->module = *module;
+  if (!loaded->module->HasFunctionExport(ac.entrypoint)) {
+    // Not fatal (the module may still serve _routes), but every request to it will fail.
+    loaded->warnings.push_back(ac.where + ": module " + ac.module_path + " has no exported function '" +
+                               ac.entrypoint + "'; requests to " + ac.route + " will answer 500");
+  }
+  if (!loaded->module->HasFunctionExport("_routes")) return loaded;
+  std::string output;
+  runtime::InvokeRequest req;
+  req.entrypoint = "_routes";
+  req.args = {fs::path(ac.module_path).filename().string()};
+  req.stdout_mode = runtime::OutputMode::kCallback;
+  req.stdout_callback = [&output](std::string_view d) {
+    if (output.size() + d.size() > (1u << 20)) return false;
+    output.append(d);
+    return true;
+  };
+  req.stderr_mode = runtime::OutputMode::kCallback;
+  req.stderr_callback = [stderr_log](std::string_view d) {
+    if (stderr_log != nullptr) stderr_log->Write(d);
+    return true;
+  };
+  req.limits.memory_bytes = ac.limits.memory_bytes;
+  req.limits.timeout = std::min(ac.limits.timeout, std::chrono::milliseconds(10000));
+  auto result = loaded->module->Invoke(req);
+  if (!result.ok()) {
+    Error e = result.take_error();
+    e.message = "calling _routes failed: " + e.message + " (" + ac.where + ")";
+    return e;
+  }
+  if (!result->success()) {
+    return MakeError(Phase::kConfig, "_routes failed: " + result->Describe(), ac.module_path + " (" + ac.where + ")");
+  }
+  auto lines = ParseRoutesOutput(output, ac.module_path + " (" + ac.where + ")");
+  if (!lines.ok()) return lines.take_error();
+  for (const auto& [pattern, name] : *lines) {
+    if (!loaded->module->HasFunctionExport(name)) {
+      return MakeError(Phase::kConfig,
+                       "_routes names export '" + name + "' for '" + pattern + "', which the module does not export",
+                       ac.module_path + " (" + ac.where + ")");
+    }
+  }
+  loaded->sub_routes = std::move(*lines);
+  return loaded;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<const LoadedModule>> LoadAppModule(const AppConfig& config, runtime::Runtime& runtime,
+                                                          StderrLog* stderr_log) {
+  auto loaded = LoadModuleOf(config, runtime, stderr_log);
+  if (!loaded.ok()) return loaded.take_error();
+  (*loaded)->stamp = ModuleFileStamp(config.module_path);
+  return std::shared_ptr<const LoadedModule>(std::move(*loaded));
+}
+
+App::App(AppConfig app_config, std::string stderr_log_path)
+    : config(std::move(app_config)),
+      sub_route_base(SubRouteBase(config.route)),
+      stderr_log_path_(std::move(stderr_log_path)) {}
+
+void App::PublishLocked(std::shared_ptr<const LoadedModule> loaded) const {
+  if (!stderr_log_) stderr_log_ = std::make_unique<StderrLog>(config.route, stderr_log_path_);
+  holder_ = std::move(loaded);
+  error_.reset();
+  failed_.store(false, std::memory_order_release);
+  loaded_.store(holder_.get(), std::memory_order_release);
+}
+
+void App::Adopt(std::shared_ptr<const LoadedModule> loaded) const {
+  std::lock_guard lock(mu_);
+  if (holder_) return;
+  PublishLocked(std::move(loaded));
+}
+
+std::shared_ptr<const LoadedModule> App::shared_loaded() const {
+  std::lock_guard lock(mu_);
+  return holder_;
+}
+
+Result<const LoadedModule*> App::Load(runtime::Runtime& runtime, LoadOutcome* outcome) const {
+  if (const LoadedModule* done = loaded()) return done;
+  std::unique_lock lock(mu_);
+  // Concurrent first requests: one loads, the others wait for its result.
+  cv_.wait(lock, [this] { return !loading_; });
+  if (const LoadedModule* done = loaded_.load(std::memory_order_acquire)) return done;
+  // The stamp is taken before loading: a file replaced during the load is retried next time.
+  std::string stamp = ModuleFileStamp(config.module_path);
+  if (error_ && stamp == error_stamp_) return *error_;
+  loading_ = true;
+  if (!stderr_log_) stderr_log_ = std::make_unique<StderrLog>(config.route, stderr_log_path_);
+  StderrLog* log = stderr_log_.get();
+  lock.unlock();
+  auto result = LoadModuleOf(config, runtime, log);
+  lock.lock();
+  loading_ = false;
+  Result<const LoadedModule*> out = static_cast<const LoadedModule*>(nullptr);
+  if (result.ok()) {
+    (*result)->stamp = std::move(stamp);
+    PublishLocked(std::move(*result));
+    if (outcome != nullptr) outcome->loaded_now = true;
+    out = holder_.get();
+  } else {
+    error_ = result.error();
+    error_stamp_ = std::move(stamp);
+    failed_.store(true, std::memory_order_release);
+    if (outcome != nullptr) outcome->failed_now = true;
+    out = result.take_error();
+  }
+  lock.unlock();
+  cv_.notify_all();
+  return out;
+}
+
+std::shared_ptr<const Router> Snapshot::router() const {
+  std::lock_guard lock(router_mu_);
+  return router_;
+}
+
+void Snapshot::AppsUnder(std::string_view raw_path, std::vector<size_t>* out) const {
+  std::string key;
+  Router::ForEachBasePrefix(raw_path, [&](std::string_view prefix) {
+    key.assign(prefix);
+    auto it = apps_by_base_.find(key);
+    if (it != apps_by_base_.end()) out->insert(out->end(), it->second.begin(), it->second.end());
+  });
+}
+
+bool Snapshot::RoutingSettled(std::string_view raw_path) const {
+  bool settled = true;
+  std::string key;
+  Router::ForEachBasePrefix(raw_path, [&](std::string_view prefix) {
+    if (!settled) return;
+    key.assign(prefix);
+    auto it = apps_by_base_.find(key);
+    if (it == apps_by_base_.end()) return;
+    for (size_t i : it->second) {
+      const App& app = *apps[i];
+      if (!app.routed.load(std::memory_order_acquire) && !app.failed()) settled = false;
+    }
+  });
+  return settled;
+}
+
+std::vector<Route> Snapshot::RoutesLocked() const {
+  // Config order, each app's sub-routes right after its own route: the same order (and so the
+  // same precedence among duplicates) as loading every app at startup would give.
+  std::vector<Route> routes;
+  routes.reserve(apps.size());
+  for (size_t i = 0; i < apps.size(); ++i) {
+    const AppConfig& ac = apps[i]->config;
+    routes.push_back(Route{ac.route, i, ac.entrypoint, ac.where});
+    if (!installed_[i]) continue;
+    for (const auto& [pattern, name] : apps[i]->loaded()->sub_routes) {
+      routes.push_back(Route{JoinRoute(ac.route, pattern), i, name, ac.where + " _routes"});
+    }
+  }
+  return routes;
+}
+
+void Snapshot::BuildRouter(std::vector<std::string>* warnings) {
+  std::lock_guard lock(router_mu_);
+  installed_.assign(apps.size(), false);
+  apps_by_base_.clear();
+  for (size_t i = 0; i < apps.size(); ++i) {
+    apps_by_base_[apps[i]->sub_route_base].push_back(i);
+    if (apps[i]->loaded() != nullptr) {
+      installed_[i] = true;
+      apps[i]->routed.store(true, std::memory_order_release);
+      loaded_count_.fetch_add(1);
+    }
+  }
+  std::vector<std::string> router_warnings;
+  router_ = std::make_shared<const Router>(Router::Build(RoutesLocked(), &router_warnings));
+  for (auto& w : router_warnings) {
+    router_warnings_.insert(w);
+    if (warnings != nullptr) warnings->push_back(std::move(w));
+  }
+}
+
+void Snapshot::Activate(const std::vector<size_t>& app_indexes) const {
+  std::lock_guard lock(router_mu_);
+  bool rebuild = false;
+  for (size_t i : app_indexes) {
+    const App& app = *apps[i];
+    if (installed_[i] || app.loaded() == nullptr) continue;
+    installed_[i] = true;
+    loaded_count_.fetch_add(1);
+    rebuild = rebuild || !app.loaded()->sub_routes.empty();
+  }
+  if (rebuild) {
+    std::vector<std::string> router_warnings;
+    auto next = std::make_shared<const Router>(Router::Build(RoutesLocked(), &router_warnings));
+    for (auto& w : router_warnings) {
+      if (router_warnings_.insert(w).second) WLOG_WARN("{}", w);
+    }
+    router_ = std::move(next);
+  }
+  // Only now may requests take the fast path for these apps: the router has their sub-routes.
+  for (size_t i : app_indexes) {
+    if (installed_[i]) apps[i]->routed.store(true, std::memory_order_release);
+  }
+}
+
 Result<std::shared_ptr<Snapshot>> LoadSnapshot(GatewayConfig config, runtime::Runtime& runtime,
-                                               const std::string& log_dir) {
+                                               const std::string& log_dir, const Snapshot* previous) {
+  (void)runtime;  // modules load on first use (App::Load) or in PreloadSnapshot
   auto snapshot = std::make_shared<Snapshot>();
   if (!log_dir.empty()) {
     if (auto s = MakeDirs(log_dir); !s.ok()) return s.take_error();
   }
-  std::vector<Route> routes;
-  for (size_t i = 0; i < config.apps.size(); ++i) {
-    auto app = std::make_unique<App>();
-    app->config = config.apps[i];
-    const AppConfig& ac = app->config;
-    auto module = runtime.LoadFile(ac.module_path);
-    if (!module.ok()) {
-      Error e = module.take_error();
-      e.message += " (" + ac.where + ")";
-      return e;
+  // A reload keeps what the previous configuration loaded, for files that did not change.
+  std::unordered_map<std::string, std::shared_ptr<const LoadedModule>> kept;
+  if (previous != nullptr) {
+    for (const auto& app : previous->apps) {
+      if (auto loaded = app->shared_loaded()) kept.emplace(app->config.module_path, std::move(loaded));
     }
-    app->module = *module;
-    app->stderr_log = std::make_unique<StderrLog>(
-        ac.route, log_dir.empty() ? "" : (fs::path(log_dir) / LogFileName(ac.route)).string());
-    if (!app->module->HasFunctionExport(ac.entrypoint)) {
-      // Not fatal (the module may still serve _routes), but every request to it will fail.
-      config.warnings.push_back(ac.where + ": module " + ac.module_path + " has no exported function '" +
-                                ac.entrypoint + "'; requests to " + ac.route + " will answer 500");
-    }
-    routes.push_back(Route{ac.route, i, ac.entrypoint, ac.where});
-    if (app->module->HasFunctionExport("_routes")) {
-      std::string output;
-      runtime::InvokeRequest req;
-      req.entrypoint = "_routes";
-      req.args = {fs::path(ac.module_path).filename().string()};
-      req.stdout_mode = runtime::OutputMode::kCallback;
-      req.stdout_callback = [&output](std::string_view d) {
-        if (output.size() + d.size() > (1u << 20)) return false;
-        output.append(d);
-        return true;
-      };
-      req.stderr_mode = runtime::OutputMode::kCallback;
-      StderrLog* log = app->stderr_log.get();
-      req.stderr_callback = [log](std::string_view d) {
-        log->Write(d);
-        return true;
-      };
-      req.limits.memory_bytes = ac.limits.memory_bytes;
-      req.limits.timeout = std::min(ac.limits.timeout, std::chrono::milliseconds(10000));
-      auto result = app->module->Invoke(req);
-      if (!result.ok()) {
-        Error e = result.take_error();
-        e.message = "calling _routes failed: " + e.message + " (" + ac.where + ")";
-        return e;
-      }
-      if (!result->success()) {
-        return MakeError(Phase::kConfig, "_routes failed: " + result->Describe(),
-                         ac.module_path + " (" + ac.where + ")");
-      }
-      auto lines = ParseRoutesOutput(output, ac.module_path + " (" + ac.where + ")");
-      if (!lines.ok()) return lines.take_error();
-      for (const auto& [pattern, name] : *lines) {
-        if (!app->module->HasFunctionExport(name)) {
-          return MakeError(Phase::kConfig,
-                           "_routes names export '" + name + "' for '" + pattern +
-                               "', which the module does not export",
-                           ac.module_path + " (" + ac.where + ")");
-        }
-        routes.push_back(Route{JoinRoute(ac.route, pattern), i, name, ac.where + " _routes"});
-      }
+  }
+  snapshot->apps.reserve(config.apps.size());
+  for (const AppConfig& ac : config.apps) {
+    std::string log_path = log_dir.empty() ? "" : (fs::path(log_dir) / LogFileName(ac.route)).string();
+    auto app = std::make_unique<App>(ac, std::move(log_path));
+    if (auto it = kept.find(ac.module_path); it != kept.end()) {
+      if (it->second->stamp == ModuleFileStamp(ac.module_path)) app->Adopt(it->second);
     }
     snapshot->apps.push_back(std::move(app));
   }
   // Duplicate [[module]] routes were reported by the config loader; the router reports the
   // rest (overlaps, _routes duplicates) without repeating them.
   std::vector<std::string> router_warnings;
-  snapshot->router = Router::Build(std::move(routes), &router_warnings);
+  snapshot->BuildRouter(&router_warnings);
+  std::unordered_set<std::string> seen(config.warnings.begin(), config.warnings.end());
   for (auto& w : router_warnings) {
-    if (std::find(config.warnings.begin(), config.warnings.end(), w) == config.warnings.end()) {
-      config.warnings.push_back(std::move(w));
-    }
+    if (seen.insert(w).second) config.warnings.push_back(std::move(w));
   }
   snapshot->config = std::move(config);
   return snapshot;
+}
+
+Status PreloadSnapshot(Snapshot& snapshot, runtime::Runtime& runtime, size_t threads,
+                       const std::function<void(size_t, size_t)>& progress) {
+  const size_t total = snapshot.apps.size();
+  std::atomic<size_t> next{0}, done{0};
+  std::mutex mu;
+  std::optional<Error> first_error;  // guarded by mu
+  size_t first_error_index = total;  // guarded by mu
+  std::vector<std::string> warnings(total);
+  auto work = [&] {
+    for (;;) {
+      size_t i = next.fetch_add(1);
+      if (i >= total) return;
+      {
+        std::lock_guard lock(mu);
+        if (first_error) return;
+      }
+      App::LoadOutcome outcome;
+      auto loaded = snapshot.apps[i]->Load(runtime, &outcome);
+      if (!loaded.ok()) {
+        std::lock_guard lock(mu);
+        if (i < first_error_index) {
+          first_error = loaded.error();
+          first_error_index = i;
+        }
+      } else if (outcome.loaded_now) {
+        for (const auto& w : (*loaded)->warnings) warnings[i] += w + "\n";
+      }
+      done.fetch_add(1);
+    }
+  };
+  threads = std::max<size_t>(1, std::min(threads, total));
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
+  std::thread reporter;
+  std::atomic<bool> finished{false};
+  if (progress) {
+    reporter = std::thread([&] {
+      while (!finished.load()) {
+        for (int i = 0; i < 20 && !finished.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        if (!finished.load()) progress(done.load(), total);
+      }
+    });
+  }
+  work();
+  for (auto& t : pool) t.join();
+  finished = true;
+  if (reporter.joinable()) reporter.join();
+  if (first_error) return *first_error;
+  for (const auto& w : warnings) {
+    size_t start = 0;
+    while (start < w.size()) {
+      size_t nl = w.find('\n', start);
+      snapshot.config.warnings.push_back(w.substr(start, nl - start));
+      start = nl + 1;
+    }
+  }
+  std::vector<size_t> all(total);
+  for (size_t i = 0; i < total; ++i) all[i] = i;
+  snapshot.Activate(all);
+  // The router may have new warnings (overlapping _routes); they were logged by Activate.
+  return OkStatus();
 }
 
 WorkerPool::WorkerPool(size_t threads, size_t queue_limit) : queue_limit_(queue_limit) {
@@ -237,8 +509,7 @@ void Metrics::Record(const std::string& route, int status, std::chrono::nanoseco
   ++duration_count_;
 }
 
-std::string Metrics::Text(const runtime::RuntimeStats& stats, size_t queue_depth,
-                          uint64_t instances_running) const {
+std::string Metrics::Text(const runtime::RuntimeStats& stats, const Gauges& gauges) const {
   std::string out;
   std::lock_guard lock(mu_);
   out += "# HELP wasmlet_http_requests_total HTTP requests by route and status class.\n";
@@ -264,10 +535,18 @@ std::string Metrics::Text(const runtime::RuntimeStats& stats, size_t queue_depth
   out += "wasmlet_http_request_duration_seconds_count " + std::to_string(duration_count_) + "\n";
   out += "# HELP wasmlet_instances_running Guest instances running now.\n";
   out += "# TYPE wasmlet_instances_running gauge\n";
-  out += "wasmlet_instances_running " + std::to_string(instances_running) + "\n";
+  out += "wasmlet_instances_running " + std::to_string(gauges.instances_running) + "\n";
   out += "# HELP wasmlet_queue_depth Requests waiting for a worker.\n";
   out += "# TYPE wasmlet_queue_depth gauge\n";
-  out += "wasmlet_queue_depth " + std::to_string(queue_depth) + "\n";
+  out += "wasmlet_queue_depth " + std::to_string(gauges.queue_depth) + "\n";
+  out += "# HELP wasmlet_apps Apps in the configuration, and how many have their module loaded.\n";
+  out += "# TYPE wasmlet_apps gauge\n";
+  out += "wasmlet_apps{state=\"configured\"} " + std::to_string(gauges.apps_configured) + "\n";
+  out += "wasmlet_apps{state=\"loaded\"} " + std::to_string(gauges.apps_loaded) + "\n";
+  out += "# HELP wasmlet_app_loads_total Module loads (lazy, on first request) by result.\n";
+  out += "# TYPE wasmlet_app_loads_total counter\n";
+  out += "wasmlet_app_loads_total{result=\"ok\"} " + std::to_string(gauges.app_loads_ok) + "\n";
+  out += "wasmlet_app_loads_total{result=\"error\"} " + std::to_string(gauges.app_loads_failed) + "\n";
   out += "# HELP wasmlet_module_cache_hits_total Modules loaded from the compiled-module cache.\n";
   out += "# TYPE wasmlet_module_cache_hits_total counter\n";
   out += "wasmlet_module_cache_hits_total{cache=\"disk\"} " + std::to_string(stats.disk_cache_hits) + "\n";
@@ -305,7 +584,16 @@ std::shared_ptr<const Snapshot> Gateway::snapshot() const {
 }
 
 std::string Gateway::MetricsText() const {
-  return metrics_.Text(runtime_.Stats(), pool_->queue_depth(), running_.load());
+  Metrics::Gauges gauges;
+  gauges.queue_depth = pool_->queue_depth();
+  gauges.instances_running = running_.load();
+  if (auto snap = snapshot()) {
+    gauges.apps_configured = snap->apps.size();
+    gauges.apps_loaded = snap->loaded_count();
+  }
+  gauges.app_loads_ok = app_loads_ok_.load();
+  gauges.app_loads_failed = app_loads_failed_.load();
+  return metrics_.Text(runtime_.Stats(), gauges);
 }
 
 void Gateway::Log(const RequestInfo& request, const std::string& route, int status, uint64_t bytes,
@@ -318,64 +606,151 @@ void Gateway::Log(const RequestInfo& request, const std::string& route, int stat
             *note ? " " : "", note);
 }
 
+void Gateway::Reply(const RequestInfo& request, ResponseSink& sink, int status, std::string_view type,
+                    std::string_view text, const HeaderList& extra, const std::string& route, const char* note,
+                    Clock::time_point start) {
+  std::string b = request.method == "HEAD" ? std::string() : std::string(text);
+  HeaderList headers = extra;
+  if (request.protocol == "HTTP/1.0" && request.keep_alive) headers.emplace_back("Connection", "keep-alive");
+  sink.Send(SimpleResponse(status, type, b, request.keep_alive, headers));
+  sink.Complete(!request.keep_alive);
+  Log(request, route, status, b.size(), start, note);
+}
+
 void Gateway::Handle(RequestInfo request, std::string body, std::shared_ptr<ResponseSink> sink) {
   auto start = Clock::now();
   std::string_view path = PathOf(request.target);
-  RequestFraming framing{request.keep_alive, request.method == "HEAD", request.protocol == "HTTP/1.0"};
-  auto reply = [&](int status, std::string_view type, std::string_view text, const HeaderList& extra,
-                   const std::string& route, const char* note) {
-    std::string b = request.method == "HEAD" ? std::string() : std::string(text);
-    HeaderList headers = extra;
-    if (framing.http10 && request.keep_alive) headers.emplace_back("Connection", "keep-alive");
-    sink->Send(SimpleResponse(status, type, b, request.keep_alive, headers));
-    sink->Complete(!request.keep_alive);
-    Log(request, route, status, b.size(), start, note);
-  };
   if (path == "/healthz") {
-    reply(200, "text/plain", "OK", {}, "/healthz", "");
+    Reply(request, *sink, 200, "text/plain", "OK", {}, "/healthz", "", start);
     return;
   }
   std::shared_ptr<const Snapshot> snap = snapshot();
+  std::shared_ptr<const Router> router = snap ? snap->router() : nullptr;
   std::optional<RouteMatch> match;
-  if (snap) match = snap->router.Match(path);
+  if (router) match = router->Match(path);
   if (options_.metrics && path == "/metrics" && (!match || match->route->pattern != "/metrics")) {
-    reply(200, "text/plain; version=0.0.4", MetricsText(), {}, "/metrics", "");
+    Reply(request, *sink, 200, "text/plain; version=0.0.4", MetricsText(), {}, "/metrics", "", start);
+    return;
+  }
+  // Lazy loading: the answer is final when the matched app and every app whose `_routes` could
+  // claim this path are loaded (or failed). Otherwise a worker loads them and routes again.
+  bool ready = !snap || (snap->RoutingSettled(path) &&
+                         (!match || snap->apps[match->route->app]->routed.load(std::memory_order_acquire)));
+  if (!ready) {
+    auto shared_request = std::make_shared<RequestInfo>(std::move(request));
+    auto shared_body = std::make_shared<std::string>(std::move(body));
+    bool posted = pool_->TryPost([this, snap, shared_request, shared_body, sink, start] {
+      LoadAndRun(snap, std::move(*shared_request), std::move(*shared_body), sink, start);
+    });
+    if (!posted) {
+      WLOG_WARN("worker queue full ({} waiting); answering 503", options_.queue_limit);
+      Reply(*shared_request, *sink, 503, "text/plain; charset=utf-8",
+            "503 Service Unavailable: server overloaded, retry later\n", {{"Retry-After", "1"}},
+            match ? match->route->pattern : "", "(queue full)", start);
+    }
     return;
   }
   if (!match) {
-    reply(404, "text/plain; charset=utf-8", "404 Not Found: no route for " + std::string(path) + "\n", {},
-          "", "");
+    Reply(request, *sink, 404, "text/plain; charset=utf-8", "404 Not Found: no route for " + std::string(path) + "\n",
+          {}, "", "", start);
     return;
   }
-  const App& app = *snap->apps[match->route->app];
+  Dispatch(std::move(snap), std::move(router), std::move(*match), std::move(request), std::move(body), std::move(sink),
+           start, false);
+}
+
+void Gateway::Dispatch(std::shared_ptr<const Snapshot> snap, std::shared_ptr<const Router> router, RouteMatch match,
+                       RequestInfo request, std::string body, std::shared_ptr<ResponseSink> sink,
+                       Clock::time_point start, bool on_worker) {
+  const App& app = *snap->apps[match.route->app];
   auto& active = app.active;
   if (active.fetch_add(1) >= app.config.limits.max_concurrency) {
     active.fetch_sub(1);
     WLOG_WARN("route {}: {} instances already running or queued (max_concurrency); answering 503",
-              match->route->pattern, app.config.limits.max_concurrency);
-    reply(503, "text/plain; charset=utf-8", "503 Service Unavailable: too many concurrent requests\n",
-          {{"Retry-After", "1"}}, match->route->pattern, "(max_concurrency)");
+              match.route->pattern, app.config.limits.max_concurrency);
+    Reply(request, *sink, 503, "text/plain; charset=utf-8", "503 Service Unavailable: too many concurrent requests\n",
+          {{"Retry-After", "1"}}, match.route->pattern, "(max_concurrency)", start);
     return;
   }
+  RequestFraming framing{request.keep_alive, request.method == "HEAD", request.protocol == "HTTP/1.0"};
   auto writer = std::make_shared<ResponseWriter>(sink, options_.stream, framing);
+  if (on_worker) {
+    Run(std::move(snap), std::move(router), app, std::move(match), std::move(request), std::move(body),
+        std::move(writer), start);
+    return;
+  }
   // The job owns everything it needs; `request` stays valid here for the overload path.
   auto shared_request = std::make_shared<RequestInfo>(std::move(request));
   auto shared_body = std::make_shared<std::string>(std::move(body));
-  bool posted = pool_->TryPost([this, snap, &app, m = *match, shared_request, shared_body, writer, start] {
-    Run(snap, app, m, std::move(*shared_request), std::move(*shared_body), writer, start);
-  });
+  std::string route = match.route->pattern;
+  bool posted = pool_->TryPost(
+      [this, snap, router, &app, m = std::move(match), shared_request, shared_body, writer, start] {
+        Run(snap, router, app, m, std::move(*shared_request), std::move(*shared_body), writer, start);
+      });
   if (!posted) {
     active.fetch_sub(1);
     WLOG_WARN("worker queue full ({} waiting); answering 503", options_.queue_limit);
     writer->Fail(503, "server overloaded, retry later", {{"Retry-After", "1"}});
-    Log(*shared_request, match->route->pattern, 503, writer->body_bytes(), start, "(queue full)");
+    Log(*shared_request, route, 503, writer->body_bytes(), start, "(queue full)");
   }
 }
 
-void Gateway::Run(std::shared_ptr<const Snapshot> snapshot, const App& app, RouteMatch match,
-                  RequestInfo request, std::string body, std::shared_ptr<ResponseWriter> writer,
+const LoadedModule* Gateway::LoadApp(const Snapshot& snapshot, size_t app_index) {
+  const App& app = *snapshot.apps[app_index];
+  App::LoadOutcome outcome;
+  auto begin = Clock::now();
+  auto loaded = app.Load(runtime_, &outcome);
+  if (outcome.loaded_now) {
+    app_loads_ok_.fetch_add(1);
+    WLOG_DEBUG("route {}: loaded {} in {:.3f}ms", app.config.route, app.config.module_path,
+               std::chrono::duration<double, std::milli>(Clock::now() - begin).count());
+    for (const auto& w : (*loaded)->warnings) WLOG_WARN("{}", w);
+  }
+  if (outcome.failed_now) {
+    app_loads_failed_.fetch_add(1);
+    WLOG_ERROR("route {}: cannot load module {}: {}; its requests answer 500 until the file changes",
+               app.config.route, app.config.module_path, loaded.error().ToString());
+  }
+  if (!loaded.ok()) return nullptr;
+  snapshot.Activate({app_index});
+  return *loaded;
+}
+
+void Gateway::LoadAndRun(std::shared_ptr<const Snapshot> snap, RequestInfo request, std::string body,
+                         std::shared_ptr<ResponseSink> sink, Clock::time_point start) {
+  std::string_view path = PathOf(request.target);
+  // Apps whose `_routes` could claim the path first (a failed one is not retried for a path
+  // that is not its own), then route again with their sub-routes installed.
+  std::vector<size_t> candidates;
+  snap->AppsUnder(path, &candidates);
+  for (size_t i : candidates) {
+    const App& app = *snap->apps[i];
+    if (!app.routed.load(std::memory_order_acquire) && !app.failed()) LoadApp(*snap, i);
+  }
+  std::shared_ptr<const Router> router = snap->router();
+  std::optional<RouteMatch> match = router->Match(path);
+  if (!match) {
+    Reply(request, *sink, 404, "text/plain; charset=utf-8", "404 Not Found: no route for " + std::string(path) + "\n",
+          {}, "", "", start);
+    return;
+  }
+  const App& app = *snap->apps[match->route->app];
+  if (!app.routed.load(std::memory_order_acquire) && LoadApp(*snap, match->route->app) == nullptr) {
+    Reply(request, *sink, 500, "text/plain; charset=utf-8",
+          "500 Internal Server Error: the module of route " + app.config.route +
+              " could not be loaded (see the server log)\n",
+          {}, match->route->pattern, "(module failed to load)", start);
+    return;
+  }
+  Dispatch(std::move(snap), std::move(router), std::move(*match), std::move(request), std::move(body), std::move(sink),
+           start, true);
+}
+
+void Gateway::Run(std::shared_ptr<const Snapshot> snapshot, std::shared_ptr<const Router> router, const App& app,
+                  RouteMatch match, RequestInfo request, std::string body, std::shared_ptr<ResponseWriter> writer,
                   Clock::time_point start) {
   (void)snapshot;  // keeps `app` alive across a reload
+  (void)router;    // keeps `match.route` alive when sub-routes replace the router
   const AppConfig& config = app.config;
   const std::string& route = match.route->pattern;
   CgiSettings settings{options_.default_host, &options_.global_env};
@@ -390,17 +765,14 @@ void Gateway::Run(std::shared_ptr<const Snapshot> snapshot, const App& app, Rout
   ResponseWriter* w = writer.get();
   inv.stdout_callback = [w](std::string_view data) { return w->OnOutput(data); };
   inv.stderr_mode = runtime::OutputMode::kCallback;
-  StderrLog* log = app.stderr_log.get();
-  inv.stderr_callback = [log](std::string_view data) {
-    if (log != nullptr) log->Write(data);
-    return true;
-  };
+  StderrLog* log = app.stderr_log();
+  inv.stderr_callback = log != nullptr ? log->ForRequest() : [](std::string_view) { return true; };
   inv.limits.memory_bytes = config.limits.memory_bytes;
   inv.limits.timeout = config.limits.timeout;
 
   running_.fetch_add(1);
   writer->Start(timers_);
-  auto result = app.module->Invoke(inv);
+  auto result = app.loaded()->module->Invoke(inv);
   running_.fetch_sub(1);
   app.active.fetch_sub(1);
 

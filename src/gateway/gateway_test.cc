@@ -4,6 +4,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
+#include <unistd.h>
 
 #include "gateway/cgi.h"
 #include "gateway/config.h"
@@ -45,10 +47,14 @@ class FakeModule : public runtime::Module {
 class FakeRuntime : public runtime::Runtime {
  public:
   std::map<std::string, std::shared_ptr<const runtime::Module>> modules;  // by path
+  std::atomic<int> loads{0};                 // LoadFile calls
+  std::chrono::milliseconds load_delay{0};  // a slow compile
   Result<std::shared_ptr<const runtime::Module>> Load(std::string_view, const std::string& name) override {
     return LoadFile(name);
   }
   Result<std::shared_ptr<const runtime::Module>> LoadFile(const std::string& path) override {
+    loads.fetch_add(1);
+    if (load_delay.count() > 0) std::this_thread::sleep_for(load_delay);
     auto it = modules.find(path);
     if (it == modules.end()) return MakeError(Phase::kIo, "no such module", path);
     return it->second;
@@ -297,6 +303,22 @@ TEST(RouterTest, JoinRoute) {
   EXPECT_EQ(JoinRoute("/app/...", "/a/..."), "/app/a/...");
   EXPECT_EQ(JoinRoute("/...", "/a"), "/a");
   EXPECT_EQ(JoinRoute("/app", "/a"), "/app/a");
+  // Every sub-route of an app lies at or below its SubRouteBase (what lazy routing relies on).
+  EXPECT_EQ(SubRouteBase("/app/..."), "/app");
+  EXPECT_EQ(SubRouteBase("/x/"), "/x");
+  EXPECT_EQ(SubRouteBase("/..."), "");
+}
+
+TEST(RouterTest, ManyWildcardRoutesMatchByPathSegment) {
+  std::vector<std::string> patterns;
+  for (int i = 0; i < 5000; ++i) patterns.push_back("/app" + std::to_string(i) + "/...");
+  patterns.push_back("/app1/deep/...");
+  Router r = MakeRouter(patterns);
+  EXPECT_EQ(MatchOf(r, "/app4999/x"), "/app4999/...|/app4999|/x");
+  EXPECT_EQ(MatchOf(r, "/app1/deep/er"), "/app1/deep/...|/app1/deep|/er");
+  EXPECT_EQ(MatchOf(r, "/app1/deeper"), "/app1/...|/app1|/deeper");
+  EXPECT_EQ(MatchOf(r, "/app49999"), "none");
+  EXPECT_EQ(MatchOf(r, "*"), "none");
 }
 
 TEST(RoutesOutputTest, ParsesAndRejectsMalformedLines) {
@@ -621,6 +643,81 @@ TEST_F(GatewayTest, BuiltinsAndNotFound) {
   Serve("/app/x");
   EXPECT_NE(Serve("/metrics").find("wasmlet_http_requests_total{route=\"/app/...\",code=\"2xx\"}"),
             std::string::npos);
+}
+
+TEST_F(GatewayTest, ConcurrentFirstRequestsLoadTheModuleOnce) {
+  rt_.load_delay = std::chrono::milliseconds(200);
+  std::vector<std::string> outs(4);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < outs.size(); ++i) threads.emplace_back([&, i] { outs[i] = Serve("/app/x"); });
+  for (auto& t : threads) t.join();
+  for (const auto& out : outs) EXPECT_EQ(out.rfind("HTTP/1.1 200", 0), 0u) << out;
+  EXPECT_EQ(rt_.loads.load(), 1);
+  EXPECT_NE(Serve("/metrics").find("wasmlet_app_loads_total{result=\"ok\"} 1\n"), std::string::npos);
+}
+
+TEST(AppTest, AFailedLoadIsRememberedUntilTheModuleFileChanges) {
+  FakeRuntime rt;
+  auto dir = std::filesystem::temp_directory_path() / ("wasmlet-app-test-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::string path = (dir / "m.wasm").string();
+  std::ofstream(path) << "broken";
+  AppConfig config;
+  config.route = "/m";
+  config.module_path = path;
+  App app(config, "");
+  App::LoadOutcome first, second, third;
+  EXPECT_FALSE(app.Load(rt, &first).ok());
+  EXPECT_TRUE(first.failed_now);
+  auto again = app.Load(rt, &second);
+  ASSERT_FALSE(again.ok());
+  EXPECT_FALSE(second.failed_now);  // the remembered error, no new attempt
+  EXPECT_NE(again.error().message.find("no such module"), std::string::npos);
+  EXPECT_EQ(rt.loads.load(), 1);
+  EXPECT_TRUE(app.failed());
+  // Changed on disk (size differs): retried, and now it loads.
+  std::ofstream(path) << "fixed module";
+  rt.modules[path] = std::make_shared<FakeModule>("m", std::vector<std::string>{"_start"},
+                                                  [](const runtime::InvokeRequest&) { return Exited(); });
+  auto fixed = app.Load(rt, &third);
+  EXPECT_TRUE(fixed.ok());
+  EXPECT_TRUE(third.loaded_now);
+  EXPECT_EQ(rt.loads.load(), 2);
+  EXPECT_NE(app.loaded(), nullptr);
+  EXPECT_FALSE(app.failed());
+  std::filesystem::remove_all(dir);
+}
+
+TEST(SnapshotTest, RegistersAppsWithoutLoadingAndReloadKeepsUnchangedModules) {
+  FakeRuntime rt;
+  auto dir = std::filesystem::temp_directory_path() / ("wasmlet-snap-test-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  GatewayConfig config;
+  for (int i = 0; i < 3; ++i) {
+    std::string path = (dir / ("m" + std::to_string(i) + ".wasm")).string();
+    std::ofstream(path) << "module " << i;
+    rt.modules[path] = std::make_shared<FakeModule>("m", std::vector<std::string>{"_start"},
+                                                    [](const runtime::InvokeRequest&) { return Exited(); });
+    AppConfig app;
+    app.route = "/m" + std::to_string(i);
+    app.module_path = path;
+    config.apps.push_back(app);
+  }
+  auto first = LoadSnapshot(config, rt, "");
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(rt.loads.load(), 0);  // nothing loaded at startup
+  EXPECT_EQ((*first)->router()->routes().size(), 3u);
+  ASSERT_TRUE((*first)->apps[0]->Load(rt).ok());
+  ASSERT_TRUE((*first)->apps[1]->Load(rt).ok());
+  std::ofstream(config.apps[1].module_path) << "module 1, changed";
+  auto second = LoadSnapshot(config, rt, "", first->get());
+  ASSERT_TRUE(second.ok());
+  EXPECT_NE((*second)->apps[0]->loaded(), nullptr);  // unchanged file: kept
+  EXPECT_EQ((*second)->apps[1]->loaded(), nullptr);  // changed: loads again on first use
+  EXPECT_EQ((*second)->apps[2]->loaded(), nullptr);
+  EXPECT_EQ((*second)->loaded_count(), 1u);
+  EXPECT_EQ(rt.loads.load(), 2);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

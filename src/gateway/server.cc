@@ -6,6 +6,8 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 
+#include <sys/resource.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -44,6 +46,10 @@ struct Shared {
   const ServerOptions options;
   std::atomic<bool> draining{false};
   std::atomic<int> sessions{0};
+  // Set while the accept loop waits for a connection to close (max_connections reached); the
+  // last session to close below the limit calls resume_accept.
+  std::atomic<bool> accept_paused{false};
+  std::function<void()> resume_accept;
   std::mutex mu;
   std::unordered_map<SessionBase*, std::weak_ptr<SessionBase>> live;  // guarded by mu
 };
@@ -145,6 +151,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       shared_.live.erase(this);
     }
     shared_.sessions.fetch_sub(1);
+    if (shared_.accept_paused.load() && !shared_.draining.load()) shared_.resume_accept();
   }
 
   void Start() {
@@ -230,13 +237,26 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       ErrorAndClose(413, "request body larger than " + std::to_string(shared_.options.max_body_bytes) + " bytes");
       return;
     }
-    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == net::error::eof ||
+    if (ec == beast::error::timeout) {
+      // A client too slow to send its head (slowloris) loses the connection.
+      WLOG_DEBUG("{}: no complete request head within {} ms; closing", remote_,
+                 shared_.options.header_timeout.count());
+      DoClose();
+      return;
+    }
+    if (ec == http::error::end_of_stream || ec == net::error::eof ||
         ec == net::error::operation_aborted || ec == net::error::connection_reset) {
       DoClose();
       return;
     }
     if (ec) {
       ErrorAndClose(400, "bad request: " + ec.message());
+      return;
+    }
+    size_t fields = 0;
+    for (auto it = parser_->get().begin(); it != parser_->get().end(); ++it) ++fields;
+    if (fields > shared_.options.max_header_count) {
+      ErrorAndClose(431, "more than " + std::to_string(shared_.options.max_header_count) + " header fields");
       return;
     }
     auto length = parser_->content_length();
@@ -445,9 +465,16 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 class ServerImpl : public Server {
  public:
   ServerImpl(Gateway& gateway, ServerOptions options)
-      : shared_(gateway, std::move(options)), acceptor_(io_), signals_(io_) {}
+      : shared_(gateway, std::move(options)),
+        accept_strand_(net::make_strand(io_)),
+        acceptor_(accept_strand_),
+        signals_(accept_strand_) {
+    shared_.resume_accept = [this] { net::post(accept_strand_, [this] { MaybeAccept(); }); };
+  }
 
   ~ServerImpl() override {
+    // Sessions destroyed with io_ below must not try to resume the accept loop.
+    shared_.draining = true;
     for (auto& t : reload_threads_) {
       if (t.joinable()) t.join();
     }
@@ -455,6 +482,16 @@ class ServerImpl : public Server {
 
   Status Init() {
     const auto& o = shared_.options;
+    // Connections, guests' files and module files all need descriptors: use what the hard
+    // limit allows (as Go and nginx do), up to 2^20.
+    rlimit rl{};
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+      rlim_t want = std::min<rlim_t>(rl.rlim_max, rlim_t{1} << 20);
+      if (rl.rlim_cur < want) {
+        rl.rlim_cur = want;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+      }
+    }
     if (o.tls_cert.empty() != o.tls_key.empty()) {
       return MakeError(Phase::kUsage, "--tls-cert and --tls-key must be given together");
     }
@@ -489,6 +526,8 @@ class ServerImpl : public Server {
     if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
     if (ec) return MakeError(Phase::kNetwork, "cannot listen: " + ec.message(), o.listen);
     port_ = acceptor_.local_endpoint().port();
+    max_connections_ = o.max_connections != 0 ? o.max_connections : DefaultMaxConnections();
+    WLOG_DEBUG("at most {} connections at once", max_connections_);
     return OkStatus();
   }
 
@@ -496,7 +535,7 @@ class ServerImpl : public Server {
   bool tls() const override { return ssl_.has_value(); }
 
   void Run() override {
-    Accept();
+    net::post(accept_strand_, [this] { MaybeAccept(); });
     if (shared_.options.handle_signals) {
       signals_.add(SIGINT);
       signals_.add(SIGTERM);
@@ -512,7 +551,7 @@ class ServerImpl : public Server {
   }
 
   void Stop() override {
-    net::post(io_, [this] { BeginShutdown(); });
+    net::post(accept_strand_, [this] { BeginShutdown(); });
   }
 
  private:
@@ -539,35 +578,63 @@ class ServerImpl : public Server {
     });
   }
 
-  void Accept() {
+  // On accept_strand_ (like everything that touches the acceptor): starts one accept unless one
+  // is pending, the server is stopping, or max_connections are open (then the accept loop
+  // pauses and the next session to close resumes it).
+  void MaybeAccept() {
+    if (stopping_ || accepting_ || retry_pending_) return;
+    if (static_cast<size_t>(shared_.sessions.load()) >= max_connections_) {
+      shared_.accept_paused = true;
+      // A session that closed before the flag was visible did not resume us: check again.
+      if (static_cast<size_t>(shared_.sessions.load()) >= max_connections_) {
+        if (!paused_) {
+          paused_ = true;
+          if (limit_log_.Due()) {
+            WLOG_WARN("{} connections open (--max-connections): new connections wait until one closes",
+                      max_connections_);
+          }
+        }
+        return;
+      }
+    }
+    shared_.accept_paused = false;
+    paused_ = false;
+    accepting_ = true;
     acceptor_.async_accept(net::make_strand(io_), [this](beast::error_code ec, tcp::socket socket) {
+      accepting_ = false;
       if (ec) {
         if (ec == net::error::operation_aborted || !acceptor_.is_open()) return;
-        // Out of file descriptors and the like: back off instead of spinning.
-        WLOG_WARN("accept failed: {}; retrying in 100 ms", ec.message());
-        accept_retry_.emplace(io_);
+        // Out of file descriptors (EMFILE/ENFILE) and the like: the connection stays in the
+        // backlog; back off instead of spinning, and say so (at most every few seconds).
+        ++accept_failures_;
+        if (accept_log_.Due()) {
+          WLOG_WARN("accept failed: {}; retrying every 100 ms ({} failures so far)", ec.message(),
+                    accept_failures_);
+        }
+        retry_pending_ = true;
+        accept_retry_.emplace(accept_strand_);
         accept_retry_->expires_after(std::chrono::milliseconds(100));
         accept_retry_->async_wait([this](beast::error_code wec) {
-          if (!wec && !stopping_) Accept();
+          retry_pending_ = false;
+          if (!wec) MaybeAccept();
         });
         return;
-      } else {
-        beast::error_code ignored;
-        socket.set_option(tcp::no_delay(true), ignored);
-        auto remote = socket.remote_endpoint(ignored);
-        auto local = socket.local_endpoint(ignored);
-        std::string addr = remote.address().to_string();
-        if (ssl_) {
-          std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(
-              shared_, beast::ssl_stream<beast::tcp_stream>(std::move(socket), *ssl_), addr, local.port())
-              ->Start();
-        } else {
-          std::make_shared<Session<beast::tcp_stream>>(shared_, beast::tcp_stream(std::move(socket)), addr,
-                                                       local.port())
-              ->Start();
-        }
       }
-      if (!stopping_) Accept();
+      beast::error_code ignored;
+      socket.set_option(tcp::no_delay(true), ignored);
+      auto remote = socket.remote_endpoint(ignored);
+      auto local = socket.local_endpoint(ignored);
+      std::string addr = remote.address().to_string();
+      if (ssl_) {
+        std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(
+            shared_, beast::ssl_stream<beast::tcp_stream>(std::move(socket), *ssl_), addr, local.port())
+            ->Start();
+      } else {
+        std::make_shared<Session<beast::tcp_stream>>(shared_, beast::tcp_stream(std::move(socket)), addr,
+                                                     local.port())
+            ->Start();
+      }
+      MaybeAccept();
     });
   }
 
@@ -577,6 +644,7 @@ class ServerImpl : public Server {
     shared_.draining = true;
     beast::error_code ignored;
     acceptor_.close(ignored);
+    if (accept_retry_) accept_retry_->cancel();
     std::vector<std::shared_ptr<SessionBase>> sessions;
     {
       std::lock_guard lock(shared_.mu);
@@ -586,7 +654,7 @@ class ServerImpl : public Server {
     }
     for (auto& s : sessions) s->PostDrain();
     deadline_ = std::chrono::steady_clock::now() + shared_.options.shutdown_grace;
-    drain_timer_.emplace(io_);
+    drain_timer_.emplace(accept_strand_);
     PollDrained();
   }
 
@@ -606,8 +674,20 @@ class ServerImpl : public Server {
     });
   }
 
+  // A warning that repeats at most every 10 s.
+  struct LogLimiter {
+    std::chrono::steady_clock::time_point next{};
+    bool Due() {
+      auto now = std::chrono::steady_clock::now();
+      if (now < next) return false;
+      next = now + std::chrono::seconds(10);
+      return true;
+    }
+  };
+
   Shared shared_;
   net::io_context io_;
+  net::strand<net::io_context::executor_type> accept_strand_;
   tcp::acceptor acceptor_;
   net::signal_set signals_;
   std::optional<ssl::context> ssl_;
@@ -616,10 +696,25 @@ class ServerImpl : public Server {
   std::chrono::steady_clock::time_point deadline_;
   std::vector<std::thread> reload_threads_;
   unsigned short port_ = 0;
+  size_t max_connections_ = 0;
+  // The rest is touched only on accept_strand_.
   bool stopping_ = false;
+  bool accepting_ = false;
+  bool retry_pending_ = false;
+  bool paused_ = false;
+  uint64_t accept_failures_ = 0;
+  LogLimiter limit_log_;
+  LogLimiter accept_log_;
 };
 
 }  // namespace
+
+size_t DefaultMaxConnections() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 10000;
+  size_t limit = static_cast<size_t>(rl.rlim_cur);
+  return std::clamp<size_t>(limit / 4 * 3, 16, 10000);
+}
 
 Result<std::unique_ptr<Server>> Server::Create(Gateway& gateway, ServerOptions options) {
   auto server = std::make_unique<ServerImpl>(gateway, std::move(options));

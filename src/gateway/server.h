@@ -1,7 +1,8 @@
 // The HTTP/1.1 front end of the gateway on Boost.Beast: accepts connections (plain or TLS),
 // reads requests with size limits and timeouts (keep-alive, pipelining handled one request at
 // a time, chunked bodies, Expect: 100-continue), hands complete requests to Gateway::Handle and
-// writes the responses it produces. Signals: SIGINT/SIGTERM stop gracefully, SIGHUP calls the
+// writes the responses it produces. At most max_connections are open at once (the rest wait in
+// the listen backlog); accept failures such as EMFILE back off instead of spinning. Signals: SIGINT/SIGTERM stop gracefully, SIGHUP calls the
 // reload hook.
 //
 // Threading: Run() drives the I/O threads and returns after a graceful stop. Stop() and
@@ -23,6 +24,10 @@ struct ServerOptions {
   size_t io_threads = 1;
   uint64_t max_body_bytes = 32ull << 20;  // 413 above
   uint32_t max_header_bytes = 64 * 1024;  // 431 above
+  uint32_t max_header_count = 100;        // header fields per request; 431 above
+  // Open connections at once; at the limit the server stops accepting (new connections wait
+  // in the listen backlog) until one closes. 0 = derived from the file descriptor limit.
+  size_t max_connections = 0;
   std::chrono::milliseconds header_timeout{10000};  // from the first byte to the end of the head
   std::chrono::milliseconds body_timeout{60000};    // reading the body
   std::chrono::milliseconds idle_timeout{60000};    // keep-alive connection with no request
@@ -34,6 +39,10 @@ struct ServerOptions {
   std::function<void()> on_reload;  // SIGHUP; runs on a thread of its own
   std::function<void(unsigned short port)> on_listening;
 };
+
+// The max_connections used when the option is 0: three quarters of the (raised) soft limit
+// on open files, at most 10000; the rest is left to guests, module files and logs.
+size_t DefaultMaxConnections();
 
 class Server {
  public:

@@ -24,6 +24,16 @@ Result<std::string> Base64Decode(const std::string& in) {
   return std::move(*decoded);
 }
 
+// A string field of an API object of any shape; missing or mistyped reads as "" (the API
+// server's answers are parsed, never trusted to have the expected types).
+std::string StringField(const Json& object, const char* key) {
+  if (!object.is_object()) return "";
+  auto it = object.find(key);
+  return it != object.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+bool IsApiObject(const Json& j) { return j.is_object() && j.contains("metadata") && j["metadata"].is_object(); }
+
 YAML::Node FindNamed(const YAML::Node& list, const std::string& name) {
   if (!list || !list.IsSequence()) return YAML::Node();
   for (const auto& item : list) {
@@ -313,8 +323,21 @@ void KubeClient::ListWatch(const std::string& path, const std::function<void(con
         backoff = std::min(backoff * 2, std::chrono::milliseconds(8000));
         continue;
       }
-      resource_version = (*list)["metadata"].value("resourceVersion", "");
-      on_list((*list)["items"]);
+      if (!list->is_object()) {  // e.g. a proxy's answer: never a crash, retried as a failure
+        WLOG_WARN("list {}: the answer is not a JSON object; retrying in {} ms", path, backoff.count());
+        sleep_for(backoff);
+        backoff = std::min(backoff * 2, std::chrono::milliseconds(8000));
+        continue;
+      }
+      resource_version = StringField((*list)["metadata"], "resourceVersion");
+      // Every API object is a JSON object with metadata: handlers get nothing else.
+      Json items = Json::array();
+      if ((*list)["items"].is_array()) {
+        for (const auto& item : (*list)["items"]) {
+          if (IsApiObject(item)) items.push_back(item);
+        }
+      }
+      on_list(items);
     }
     HttpRequest request;
     request.path = path + sep + "watch=1&allowWatchBookmarks=true&timeoutSeconds=300&resourceVersion=" +
@@ -331,18 +354,19 @@ void KubeClient::ListWatch(const std::string& path, const std::function<void(con
         if (line.empty()) continue;
         Json event = Json::parse(line, nullptr, false);
         if (!event.is_object()) continue;
-        std::string type = event.value("type", "");
+        std::string type = StringField(event, "type");
         const Json& object = event["object"];
         if (type == "ERROR") {
-          if (object.value("code", 0) == 410) gone = true;
-          WLOG_INFO("watch {}: {}", path, object.value("message", std::string("error event")));
+          if (object.is_object() && object.contains("code") && object["code"] == 410) gone = true;
+          std::string message = StringField(object, "message");
+          WLOG_INFO("watch {}: {}", path, message.empty() ? std::string("error event") : message);
           return false;
         }
         if (object.is_object() && object.contains("metadata")) {
-          std::string rv = object["metadata"].value("resourceVersion", "");
+          std::string rv = StringField(object["metadata"], "resourceVersion");
           if (!rv.empty()) resource_version = rv;
         }
-        if (type == "BOOKMARK") continue;
+        if (type == "BOOKMARK" || !IsApiObject(object)) continue;
         on_event(type, object);
       }
       return true;

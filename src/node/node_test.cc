@@ -305,5 +305,54 @@ TEST(NodeAgent, NodeObjectHasWasmLabelsAndTaints) {
   EXPECT_EQ(status["addresses"][0]["address"], "127.0.0.1");
 }
 
+// A watch whose connection is cut mid-stream resumes from the last resourceVersion it saw
+// (no relist, nothing replayed); a watch answered with HTTP 410 Gone relists, and the relist
+// is the full truth (objects that vanished meanwhile are absent from it).
+class CuttingTransport : public ScriptedTransport {
+ public:
+  // A step with status 0 delivers its body, then fails like a connection reset.
+  Result<long> Stream(const HttpRequest& request, const std::function<bool(std::string_view)>& on_data,
+                      const std::atomic<bool>& stop) override {
+    if (!steps.empty() && steps.front().response.ok() && steps.front().response->status == 0) {
+      auto r = Next(request);
+      on_data(r->body);
+      return MakeError(Phase::kNetwork, "Recv failure: Connection reset by peer");
+    }
+    return ScriptedTransport::Stream(request, on_data, stop);
+  }
+};
+
+TEST(KubeClient, ListWatchResumesAfterACutAndRelistsOnHttp410) {
+  auto transport = std::make_unique<CuttingTransport>();
+  auto* t = transport.get();
+  std::atomic<bool> stop{false};
+  t->stop_when_empty = &stop;
+  auto list = [](const char* rv, const char* name) {
+    return HttpResponse{200, Json{{"metadata", {{"resourceVersion", rv}}},
+                                  {"items", Json::array({{{"metadata", {{"name", name}}}}})}}
+                                 .dump()};
+  };
+  const std::string watch = "/api/v1/pods?watch=1&allowWatchBookmarks=true&timeoutSeconds=300&resourceVersion=";
+  t->steps.push_back({"/api/v1/pods", list("10", "a")});
+  t->steps.push_back({watch + "10", HttpResponse{0,
+      R"({"type":"ADDED","object":{"metadata":{"name":"b","resourceVersion":"11"}}})" "\n"
+      R"({"type":"MODIFIED","object":{"metadata":{"name":"b","resourceVersion":)"}});  // cut mid-event
+  t->steps.push_back({watch + "11", HttpResponse{200,
+      R"({"type":"DELETED","object":{"metadata":{"name":"a","resourceVersion":"12"}}})" "\n"}});
+  t->steps.push_back({watch + "12", HttpResponse{410, R"({"kind":"Status","code":410,"reason":"Expired"})"}});
+  t->steps.push_back({"/api/v1/pods", list("30", "c")});
+  KubeClient client(std::move(transport));
+  std::vector<std::string> lists, events;
+  client.ListWatch("/api/v1/pods",
+                   [&](const Json& items) { lists.push_back(items[0]["metadata"]["name"]); },
+                   [&](const std::string& type, const Json& o) { events.push_back(type + " " + o["metadata"].value("name", "")); },
+                   stop);
+  EXPECT_EQ(lists, (std::vector<std::string>{"a", "c"}));
+  EXPECT_EQ(events, (std::vector<std::string>{"ADDED b", "DELETED a"}));  // the torn event is dropped
+  ASSERT_GE(t->seen.size(), 5u);
+  EXPECT_EQ(t->seen[2], "GET " + watch + "11");
+  EXPECT_EQ(t->seen[4], "GET /api/v1/pods");
+}
+
 }  // namespace
 }  // namespace wasmlet::node

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -167,16 +168,52 @@ class PodWorker : public std::enable_shared_from_this<PodWorker> {
     bool deleting = pod["metadata"].contains("deletionTimestamp") && !pod["metadata"]["deletionTimestamp"].is_null();
     if (deleting && !deleting_) {
       deleting_ = true;
+      // As the kubelet: the containers are told to stop (for a guest: its output fails with
+      // EPIPE, see RunContainer), get the grace period to end, then are killed (cancelled).
+      const Json& meta = pod["metadata"];
+      long grace = 30;
+      if (meta.contains("deletionGracePeriodSeconds") && meta["deletionGracePeriodSeconds"].is_number_integer()) {
+        grace = meta["deletionGracePeriodSeconds"].get<long>();
+      } else if (pod_["spec"].contains("terminationGracePeriodSeconds") &&
+                 pod_["spec"]["terminationGracePeriodSeconds"].is_number_integer()) {
+        grace = pod_["spec"]["terminationGracePeriodSeconds"].get<long>();
+      }
+      grace_ = std::chrono::seconds(std::clamp(grace, 0L, 366L * 24 * 3600));
+      auto self = shared_from_this();
+      std::thread([self] { self->KillAfterGracePeriod(); }).detach();
       cv_.notify_all();
     }
   }
 
+  // The agent stops: BeginShutdown cancels the running guests, whose threads report them
+  // terminated (137); EndShutdown waits for that (until `deadline`), then nothing more is
+  // written. A restarted agent adopts those statuses (and restarts as the policy says).
+  void BeginShutdown() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (removed_) return;
+      agent_stopping_ = true;
+      cv_.notify_all();
+    }
+    cancel_->Cancel();
+  }
+  void EndShutdown(std::chrono::steady_clock::time_point deadline) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_until(lock, deadline, [&] { return guests_running_ == 0 || removed_; });
+    }
+    Remove(/*cleanup=*/false);
+  }
+
   // The pod is gone from the API (or the agent stops): stop everything, write nothing more.
   void Remove(bool cleanup) {
-    std::lock_guard<std::mutex> lock(mu_);
-    removed_ = true;
-    cleanup_ = cleanup;
-    cv_.notify_all();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      removed_ = true;
+      cleanup_ = cleanup;
+      cv_.notify_all();
+    }
+    cancel_->Cancel();  // nothing of a removed pod keeps running
   }
 
   void MarkDirty() {
@@ -257,7 +294,19 @@ class PodWorker : public std::enable_shared_from_this<PodWorker> {
   std::string LogPath(const std::string& container, int n) const {
     return dir_ + "/logs/" + container + "/" + std::to_string(n) + ".log";
   }
-  bool StoppingLocked() const { return deleting_ || removed_; }
+  bool StoppingLocked() const { return deleting_ || removed_ || agent_stopping_; }
+
+  // Runs on its own thread from the deletion on: cancels the guests still running when the
+  // grace period is over (init containers included: they run on the pod's main thread).
+  void KillAfterGracePeriod() {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!cv_.wait_for(lock, grace_, [&] { return guests_running_ == 0 || removed_; })) {
+      WLOG_INFO("pod {}/{}: grace period of {} s over, stopping {} running guest(s)", ns_, name_,
+                grace_.count(), guests_running_);
+    }
+    lock.unlock();
+    cancel_->Cancel();
+  }
   bool Stopping() {
     std::lock_guard<std::mutex> lock(mu_);
     return StoppingLocked();
@@ -379,6 +428,12 @@ class PodWorker : public std::enable_shared_from_this<PodWorker> {
     bool deleting;
     {
       std::unique_lock<std::mutex> lock(mu_);
+      // The pod object goes away only when none of its guests runs any more: they end by
+      // themselves or are cancelled after the grace period (KillAfterGracePeriod). The bound
+      // covers a guest stuck in a host call that cannot be interrupted.
+      if (deleting_ && !removed_) {
+        cv_.wait_for(lock, grace_ + std::chrono::seconds(10), [&] { return guests_running_ == 0 || removed_; });
+      }
       deleting = deleting_ && !removed_;
       if (deleting) {
         std::string now = NowRfc3339();
@@ -509,12 +564,24 @@ class PodWorker : public std::enable_shared_from_this<PodWorker> {
       }
       manager_.Event(pod_, r.name, "Normal", "Started", "Started container " + r.name);
       SyncStatus();
+      request->cancel = cancel_;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++guests_running_;
+      }
       auto started = Clock::now();
       auto result = (*module)->Invoke(*request);
       log->Flush();
       auto ran = Clock::now() - started;
+      bool stopping;
       {
         std::lock_guard<std::mutex> lock(mu_);
+        --guests_running_;
+        cv_.notify_all();
+        if (result.ok() && result->outcome == runtime::Outcome::kCancelled) {
+          WLOG_INFO("pod {}/{}: container {} stopped after {} ms ({})", ns_, name_, r.name,
+                    std::chrono::duration_cast<std::chrono::milliseconds>(ran).count(), result->Describe());
+        }
         if (killed_ || removed_) return false;  // Finish() reported it
         r.kind = ContainerRecord::Kind::kTerminated;
         r.finished_at = NowRfc3339();
@@ -546,10 +613,18 @@ class PodWorker : public std::enable_shared_from_this<PodWorker> {
               r.reason = "Error";
               r.message = res.Describe();
               break;
+            case runtime::Outcome::kCancelled:  // killed, as the kubelet reports a SIGKILL
+              r.exit_code = 137;
+              r.reason = "Error";
+              r.message = agent_stopping_ ? "stopped: the wasmlet agent stopped"
+                                          : "stopped: the pod was deleted";
+              break;
           }
         }
+        stopping = StoppingLocked();
       }
       SyncStatus();
+      if (stopping) return false;  // no restart of a pod going away
       bool restart;
       {
         std::lock_guard<std::mutex> lock(mu_);
@@ -896,6 +971,12 @@ class PodWorker : public std::enable_shared_from_this<PodWorker> {
   bool dirty_ = false;
   bool patch_failing_ = false;
   int live_containers_ = 0;
+  int guests_running_ = 0;  // Invoke calls in progress (init and main containers)
+  bool agent_stopping_ = false;
+  std::chrono::seconds grace_{30};  // set with deleting_
+  // Passed to every Invoke of the pod: cancelled when the pod is removed, after the grace period
+  // of a deletion, or when the agent stops.
+  const std::shared_ptr<runtime::CancelToken> cancel_ = std::make_shared<runtime::CancelToken>();
 };
 
 PodManager::PodManager(KubeClient& client, runtime::Runtime& runtime, PodManagerOptions options)
@@ -914,9 +995,16 @@ PodManager::~PodManager() {
 }
 
 void PodManager::Shutdown() {
-  std::lock_guard<std::mutex> lock(mu_);
-  for (auto& [uid, w] : workers_) w->Remove(/*cleanup=*/false);
-  workers_.clear();
+  std::vector<std::shared_ptr<PodWorker>> all;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [uid, w] : workers_) all.push_back(w);
+    workers_.clear();
+  }
+  // Cancel every pod's guests at once, then give them together a bounded time to report.
+  for (auto& w : all) w->BeginShutdown();
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  for (auto& w : all) w->EndShutdown(deadline);
 }
 
 void PodManager::OnPod(const Json& pod) {

@@ -56,7 +56,8 @@ class PodManager {
 
   // Lists and watches this node's pods until `stop`; blocks.
   void Run(const std::atomic<bool>& stop);
-  // Stops workers (guests still running are abandoned with the process).
+  // Stops workers: running guests are cancelled and reported terminated (exit code 137),
+  // waiting at most 5 s for them; then nothing more is written.
   void Shutdown();
 
   size_t PodCount();

@@ -42,6 +42,8 @@ Result<uint64_t> ParseQuantity(const std::string& text, double scale) {
   }
   double result = std::ceil(value * mult * scale);
   if (result < 0) return MakeError(Phase::kConfig, "negative quantity '" + text + "'");
+  // NaN, infinity and values past 2^64 ("1e30", "inf") do not convert to an integer.
+  if (!(result < 18446744073709551616.0)) return MakeError(Phase::kConfig, "quantity out of range: '" + text + "'");
   return static_cast<uint64_t>(result);
 }
 
@@ -87,7 +89,9 @@ std::string ExpandVars(const std::string& in, const std::map<std::string, std::s
 }
 
 Result<std::string> FieldRefValue(const Json& pod, const std::string& path, const std::string& host_ip) {
-  const Json& meta = pod["metadata"];
+  // value() copies, but never reads a missing key (operator[] on a const object would).
+  const Json meta = pod.is_object() ? pod.value("metadata", Json::object()) : Json::object();
+  const Json spec = pod.is_object() ? pod.value("spec", Json::object()) : Json::object();
   auto subscript = [&](const std::string& prefix) -> std::string {
     // metadata.labels['key'] -> key
     std::string_view rest(path);
@@ -105,8 +109,8 @@ Result<std::string> FieldRefValue(const Json& pod, const std::string& path, cons
   if (path == "metadata.name") return meta.value("name", "");
   if (path == "metadata.namespace") return meta.value("namespace", "");
   if (path == "metadata.uid") return meta.value("uid", "");
-  if (path == "spec.nodeName") return pod["spec"].value("nodeName", "");
-  if (path == "spec.serviceAccountName") return pod["spec"].value("serviceAccountName", "");
+  if (path == "spec.nodeName") return spec.value("nodeName", "");
+  if (path == "spec.serviceAccountName") return spec.value("serviceAccountName", "");
   if (path == "status.hostIP" || path == "status.podIP" || path == "status.hostIPs" || path == "status.podIPs") {
     return host_ip;
   }

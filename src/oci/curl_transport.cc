@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cctype>
 #include <mutex>
+#include <string>
 
 #include "oci/http.h"
 
@@ -114,6 +115,16 @@ class CurlTransport final : public HttpTransport {
     } else if (rc != CURLE_OK) {
       response.status = 0;
       response.error = curl_easy_strerror(rc);
+      if (rc == CURLE_OPERATION_TIMEDOUT) {
+        // Say which limit tripped: the connect timeout or the stall (idle) timeout.
+        double connect_time = 0;
+        curl_easy_getinfo(curl, CURLINFO_CONNECT_TIME, &connect_time);
+        response.error =
+            connect_time <= 0
+                ? "connection timed out after " + std::to_string(options_.connect_timeout.count()) + " s"
+                : "transfer stalled: no data received for " +
+                      std::to_string(options_.stall_timeout.count()) + " s";
+      }
       response.retryable = rc == CURLE_OPERATION_TIMEDOUT || rc == CURLE_COULDNT_CONNECT ||
                            rc == CURLE_RECV_ERROR || rc == CURLE_SEND_ERROR ||
                            rc == CURLE_GOT_NOTHING || rc == CURLE_PARTIAL_FILE;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <optional>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -432,10 +433,15 @@ Status RegistryClient::FetchBlob(const Reference& ref, const std::string& digest
   HttpRequest request;
   request.url = BaseUrl(ref) + "/v2/" + ref.repository + "/blobs/" + digest;
   uint64_t done = 0;
+  // The sink's own error (e.g. ENOSPC naming the temp file) is returned as is: the transport
+  // only carries its message.
+  std::optional<Error> sink_error;
   BodySink counting = [&](std::string_view chunk) -> Status {
     done += chunk.size();
     if (options_.progress) options_.progress(digest, done, size);
-    return sink(chunk);
+    Status s = sink(chunk);
+    if (!s.ok()) sink_error = s.error();
+    return s;
   };
   std::function<Status()> restart_all = [&]() -> Status {
     done = 0;
@@ -446,6 +452,10 @@ Status RegistryClient::FetchBlob(const Reference& ref, const std::string& digest
   call.restart = &restart_all;
   std::string what = "fetching blob " + digest;
   auto reply = Do(ref, request, call, what);
+  if (sink_error) {
+    sink_error->message = what + ": " + sink_error->message;
+    return *sink_error;
+  }
   if (!reply.ok()) return reply.take_error();
   if (reply->response.status != 200) return StatusError(what, ref, *reply);
   return OkStatus();

@@ -1,8 +1,14 @@
 #include "oci/resolve.h"
 
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
+
+#include "util/log.h"
+#include "util/units.h"
 
 namespace wasmlet::oci {
 
@@ -19,9 +25,26 @@ store::BlobStore& SharedStore(const std::string& data_dir) {
   return *slot;
 }
 
+namespace {
+CurlOptions DefaultCurlOptions() {
+  CurlOptions options;
+  const char* stall = std::getenv("WASMLET_REGISTRY_STALL_TIMEOUT");
+  if (stall != nullptr && *stall != '\0') {
+    auto d = ParseDuration(stall);
+    if (d.ok() && d->count() > 0) {
+      options.stall_timeout = std::max<std::chrono::seconds>(
+          std::chrono::seconds(1), std::chrono::ceil<std::chrono::seconds>(*d));
+    } else {
+      WLOG_WARN("ignoring WASMLET_REGISTRY_STALL_TIMEOUT=\"{}\" (want a duration such as 30s)", stall);
+    }
+  }
+  return options;
+}
+}  // namespace
+
 HttpTransport& DefaultTransport() {
   // Leaked on purpose: usable from static destructors and detached threads.
-  static HttpTransport* transport = MakeCurlTransport().release();
+  static HttpTransport* transport = MakeCurlTransport(DefaultCurlOptions()).release();
   return *transport;
 }
 

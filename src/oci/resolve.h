@@ -49,7 +49,8 @@ Result<PullResult> PullModule(const std::string& ref, const PullOptions& options
 // The process-wide store for a data dir ("" = default), cleaning precompiled artifacts in
 // store::DefaultArtifactDir() with its blobs.
 store::BlobStore& SharedStore(const std::string& data_dir);
-// The process-wide libcurl transport.
+// The process-wide libcurl transport. WASMLET_REGISTRY_STALL_TIMEOUT (a duration, default 30s)
+// sets how long a transfer may receive nothing before it is aborted (and retried).
 HttpTransport& DefaultTransport();
 
 }  // namespace wasmlet::oci

@@ -7,10 +7,13 @@
 // fresh sandbox (its own Store and WASI context) that dies when Invoke returns.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -35,10 +38,31 @@ enum class OutputMode { kDiscard, kCallback, kFile, kInherit };
 // makes that write fail in the guest (EPIPE), e.g. when the HTTP client went away.
 using OutputCallback = std::function<bool(std::string_view)>;
 
+// Stops running invocations from another thread (a pod being deleted, the agent stopping).
+// Effective within a few milliseconds whether the guest runs wasm code (checked at every epoch
+// tick) or sleeps in poll_oneoff (woken at once); the invocation ends as Outcome::kCancelled.
+// A guest blocked in another host call (a slow output callback, a read of an inherited stdin)
+// stops when that call returns. Thread-safe; one token may serve several requests (all the
+// containers of a pod); once cancelled it stays cancelled, and requests started later end at
+// once.
+class CancelToken {
+ public:
+  void Cancel();
+  bool cancelled() const { return cancelled_.load(std::memory_order_acquire); }
+  // Blocks until `deadline` or Cancel(), whichever comes first; true when cancelled.
+  bool WaitUntil(std::chrono::steady_clock::time_point deadline) const;
+
+ private:
+  std::atomic<bool> cancelled_{false};
+  mutable std::mutex mutex_;
+  mutable std::condition_variable cv_;
+};
+
 struct Limits {
   // Maximum linear memory of the instance in bytes; 0 = the engine's per-instance maximum.
   uint64_t memory_bytes = 0;
-  // Wall-clock budget for guest code; zero = unlimited. Enforced with epoch interruption.
+  // Wall-clock budget for the guest; zero = unlimited. Enforced with epoch interruption in wasm
+  // code and by our own poll_oneoff (a guest sleeping past the deadline is woken and stopped).
   std::chrono::milliseconds timeout{0};
   // true: a guest whose memory would grow past memory_bytes is stopped at that moment
   // (Outcome::kMemoryLimit, exact; the kubelet's OOMKilled). false: the grow fails in the guest
@@ -64,6 +88,10 @@ struct InvokeRequest {
   std::string stderr_path;
 
   Limits limits;
+  // Optional: Cancel() stops the guest from another thread (Outcome::kCancelled).
+  std::shared_ptr<CancelToken> cancel;
+  // Fill InvokeResult::phases (a few clock reads; off on the request path).
+  bool measure_phases = false;
 };
 
 enum class Outcome {
@@ -72,9 +100,19 @@ enum class Outcome {
   kTimedOut,     // the deadline in Limits::timeout passed
   kMemoryLimit,  // the guest failed after its memory reached Limits::memory_bytes
   kStackOverflow,
+  kCancelled,    // InvokeRequest::cancel was cancelled
 };
 
 const char* OutcomeName(Outcome outcome);
+
+// Where an invocation's time went (InvokeRequest::measure_phases), in order.
+struct InvokePhases {
+  std::chrono::nanoseconds store{0};        // Store, memory limiter, deadline
+  std::chrono::nanoseconds wasi{0};         // WASI context: argv, env, preopens, stdio
+  std::chrono::nanoseconds instantiate{0};  // instance from the InstancePre + entry lookup
+  std::chrono::nanoseconds run{0};          // the entry point, to its return or exit
+  std::chrono::nanoseconds teardown{0};     // result, Store and WASI context freed
+};
 
 struct InvokeResult {
   Outcome outcome = Outcome::kExited;
@@ -83,6 +121,7 @@ struct InvokeResult {
   std::string backtrace;  // wasm backtrace, one frame per line, for traps
   uint64_t memory_bytes = 0;  // linear memory size at the end
   std::chrono::nanoseconds duration{0};
+  InvokePhases phases;  // zero unless InvokeRequest::measure_phases
 
   bool success() const { return outcome == Outcome::kExited && exit_code == 0; }
   // One line: "exited with code 3", "trapped: wasm `unreachable` instruction executed", ...

@@ -1,6 +1,8 @@
 // Runtime tests against the real Wasmtime engine and guests built from tests/guests.
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -352,6 +354,201 @@ TEST_F(RuntimeTest, ManyConcurrentInvocations) {
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(good.load(), 200);
+  EXPECT_EQ(runtime_->Stats().instances_running, 0u);
+}
+
+
+// ---- exhaustion: sleeping, spinning, cancelled, many files, a writer whose reader is gone ----
+
+TEST_F(RuntimeTest, PollOneoffFollowsWasiSemantics) {
+  auto m = Load("poll.wasm");
+  ASSERT_TRUE(m);
+  InvokeRequest req;
+  req.args = {"poll", "sleep:30", "abs-mono:30", "abs-real:30", "multi", "fd", "errors"};
+  auto run = Invoke(*m, req);
+  EXPECT_TRUE(run.result.success()) << run.result.Describe() << run.err;
+  EXPECT_EQ(run.out,
+            "slept 30\n"
+            "abs-mono ok\n"
+            "abs-real ok\n"
+            // Both 20 ms clocks are ready when the earliest one fires, the 60 ms one is not.
+            "multi err=0 waited>=20ms:yes n=2 [ud=2 type=0 err=0 nbytes=0] [ud=3 type=0 err=0 nbytes=0]\n"
+            // stdin is always ready: no 10 s wait.
+            "fd err=0 n=1 [ud=7 type=1 err=0 nbytes=1]\n"
+            // EINVAL for no subscriptions, a CPU-time clock, a bad tag or flags; EFAULT for
+            // pointers past the end of memory.
+            "none=28 far-in=21 far-out=21 far-n=21 cputime=28 tag=28 flags=28\n");
+  EXPECT_GE(run.result.duration, std::chrono::milliseconds(110));
+}
+
+TEST_F(RuntimeTest, DeadlineStopsAGuestSleepingInPollOneoff) {
+  for (const char* guest : {"poll.wasm", "sleep_forever.wasm"}) {
+    auto m = Load(guest);
+    ASSERT_TRUE(m);
+    InvokeRequest req;
+    req.args = {"poll", "forever"};
+    req.limits.timeout = std::chrono::milliseconds(200);
+    auto run = Invoke(*m, req);
+    EXPECT_EQ(run.result.outcome, Outcome::kTimedOut) << guest << ": " << run.result.Describe();
+    EXPECT_NE(run.result.message.find("200 ms"), std::string::npos) << run.result.message;
+    EXPECT_GE(run.result.duration, std::chrono::milliseconds(200));
+    EXPECT_LT(run.result.duration, std::chrono::seconds(10)) << guest;
+  }
+}
+
+// Runs `module` on a thread with `token`; Wait() returns its result.
+class Background {
+ public:
+  Background(const Module& module, InvokeRequest request) {
+    thread_ = std::thread([this, &module, request] {
+      auto r = module.Invoke(request);
+      if (r.ok()) result_ = *r;
+      ended_ = std::chrono::steady_clock::now();
+    });
+  }
+  InvokeResult Wait() {
+    thread_.join();
+    return result_;
+  }
+  std::chrono::steady_clock::time_point ended() const { return ended_; }
+
+ private:
+  std::thread thread_;
+  InvokeResult result_;
+  std::chrono::steady_clock::time_point ended_;
+};
+
+TEST_F(RuntimeTest, CancelStopsSpinningAndSleepingGuests) {
+  auto loop = Load("loop.wasm");
+  auto poll = Load("poll.wasm");
+  auto forever = Load("sleep_forever.wasm");
+  ASSERT_TRUE(loop && poll && forever);
+  auto token = std::make_shared<CancelToken>();
+  InvokeRequest req;
+  req.args = {"poll", "forever"};
+  req.cancel = token;  // no timeout: only the token stops them
+  Background spinning(*loop, req), sleeping(*poll, req), sleeping_wat(*forever, req);
+  // An unrelated guest still runs meanwhile.
+  auto hello = Load("hello.wasm");
+  EXPECT_TRUE(Invoke(*hello, InvokeRequest{}).result.success());
+  // Once their Stores exist they are past the "cancelled before start" check: wherever each
+  // is when Cancel() comes (instantiating, in wasm code, asleep), it stops the same way.
+  while (runtime_->Stats().instances_running < 3) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  auto cancelled_at = std::chrono::steady_clock::now();
+  token->Cancel();
+  for (auto* b : {&spinning, &sleeping, &sleeping_wat}) {
+    InvokeResult r = b->Wait();
+    EXPECT_EQ(r.outcome, Outcome::kCancelled) << r.Describe();
+    EXPECT_EQ(r.Describe(), "cancelled: stopped by its CancelToken");
+    // Generous: the mechanism takes a few ms, the bound only catches "never".
+    EXPECT_LT(b->ended() - cancelled_at, std::chrono::seconds(5));
+  }
+  EXPECT_EQ(runtime_->Stats().instances_running, 0u);
+  // A cancelled token stops later requests before they start.
+  auto total = runtime_->Stats().instances_total;
+  auto late = hello->Invoke([&] { InvokeRequest r; r.cancel = token; return r; }());
+  ASSERT_TRUE(late.ok());
+  EXPECT_EQ(late->outcome, Outcome::kCancelled);
+  EXPECT_EQ(runtime_->Stats().instances_total, total);
+  EXPECT_STREQ(OutcomeName(Outcome::kCancelled), "cancelled");
+}
+
+TEST_F(RuntimeTest, TokenThatIsNeverCancelledKeepsDeadlinesAndResults) {
+  auto loop = Load("loop.wasm");
+  auto poll = Load("poll.wasm");
+  auto hello = Load("hello.wasm");
+  ASSERT_TRUE(loop && poll && hello);
+  InvokeRequest req;
+  req.cancel = std::make_shared<CancelToken>();
+  req.args = {"poll", "forever"};
+  req.limits.timeout = std::chrono::milliseconds(150);
+  for (auto* m : {loop.get(), poll.get()}) {
+    auto run = Invoke(*m, req);
+    EXPECT_EQ(run.result.outcome, Outcome::kTimedOut) << run.result.Describe();
+    EXPECT_GE(run.result.duration, std::chrono::milliseconds(150));
+  }
+  req.args = {"hello"};
+  auto run = Invoke(*hello, req);
+  EXPECT_TRUE(run.result.success()) << run.result.Describe();
+  EXPECT_EQ(run.out, "Hello from WebAssembly!\n");
+}
+
+// Every WASI descriptor is a host descriptor, and Wasmtime has no per-instance cap (its C API
+// has no hook, and path_open cannot be wrapped from C: a host function called from the host
+// sees no guest memory). So a guest may open files until the process limit; this shows the
+// error it gets and that every descriptor comes back when the instance ends.
+TEST_F(RuntimeTest, ManyOpenFilesFailCleanlyAndAreReleasedWhenTheInstanceEnds) {
+  auto m = Load("fds.wasm");
+  ASSERT_TRUE(m);
+  fs::create_directories(dir_ / "data");
+  std::ofstream(dir_ / "data/f.txt") << "x";
+  auto open_fds = [] {
+    size_t n = 0;
+    for (auto it = fs::directory_iterator("/proc/self/fd"); it != fs::directory_iterator(); ++it) ++n;
+    return n;
+  };
+  InvokeRequest req;
+  req.preopens = {{(dir_ / "data").string(), "/data", true}};
+  req.args = {"fds", "/data/f.txt", "50"};
+  // Below the limit the guest opens what it asks for (and the runtime's own lazily opened
+  // descriptors exist before counting).
+  EXPECT_EQ(Invoke(*m, req).out, "opened 50\nreopen ok\n");
+  size_t before = open_fds();
+  struct rlimit saved;
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
+  struct rlimit low = saved;
+  low.rlim_cur = std::min<rlim_t>(saved.rlim_cur, before + 300);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  req.args = {"fds", "/data/f.txt", "100000"};
+  std::vector<std::string> outs;
+  for (int i = 0; i < 2; ++i) {
+    auto run = Invoke(*m, req);
+    EXPECT_TRUE(run.result.success()) << run.result.Describe() << run.err;
+    outs.push_back(run.out);
+    EXPECT_EQ(open_fds(), before) << "instance " << i << " left descriptors open";
+  }
+  setrlimit(RLIMIT_NOFILE, &saved);
+  // Wasmtime maps the host's EMFILE to EIO.
+  EXPECT_NE(outs[0].find(": I/O error\nreopen ok\n"), std::string::npos) << outs[0];
+  EXPECT_EQ(outs[0], outs[1]);  // the second instance got just as many
+}
+
+TEST_F(RuntimeTest, WriterWhoseReaderIsGoneGetsEpipeAndStops) {
+  auto m = Load("spew.wasm");
+  ASSERT_TRUE(m);
+  InvokeRequest req;
+  size_t taken = 0;
+  req.stdout_mode = OutputMode::kCallback;
+  req.stdout_callback = [&](std::string_view s) {
+    if (taken >= (1u << 20)) return false;  // the reader went away
+    taken += s.size();
+    return true;
+  };
+  std::string err;
+  req.stderr_mode = OutputMode::kCallback;
+  req.stderr_callback = [&](std::string_view s) { err += s; return true; };
+  req.limits.timeout = std::chrono::seconds(20);  // a spinning guest would end as kTimedOut
+  auto r = m->Invoke(req);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->outcome, Outcome::kExited) << r->Describe();
+  EXPECT_EQ(r->exit_code, 3);
+  EXPECT_NE(err.find("write failed after 1048576 bytes: Broken pipe"), std::string::npos) << err;
+}
+
+TEST_F(RuntimeTest, PhaseTimingsOnlyWhenAsked) {
+  auto m = Load("hello.wasm");
+  ASSERT_TRUE(m);
+  InvokeRequest req;
+  auto plain = Invoke(*m, req);
+  EXPECT_EQ(plain.result.phases.store.count() + plain.result.phases.run.count() +
+                plain.result.phases.teardown.count(), 0);
+  req.measure_phases = true;
+  auto measured = Invoke(*m, req);
+  ASSERT_TRUE(measured.result.success());
+  EXPECT_EQ(measured.out, "Hello from WebAssembly!\n");
+  const InvokePhases& p = measured.result.phases;
+  for (auto d : {p.store, p.wasi, p.instantiate, p.run, p.teardown}) EXPECT_GT(d.count(), 0);
+  EXPECT_LE(p.store + p.wasi + p.instantiate + p.run + p.teardown, measured.result.duration);
   EXPECT_EQ(runtime_->Stats().instances_running, 0u);
 }
 

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
@@ -20,7 +21,9 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <string_view>
 #include <thread>
+#include <vector>
 
 #include "runtime/runtime.h"
 #include "util/files.h"
@@ -144,6 +147,192 @@ class EpochTicker {
 };
 
 class WasmtimeRuntime;
+
+// ---- Per-invocation state and our poll_oneoff ------------------------------------------------
+// The store data of every invocation: what host functions and the epoch callback need to know
+// about the request. Lives on Invoke's stack and outlives the Store.
+struct Sandbox {
+  using TimePoint = std::chrono::steady_clock::time_point;
+  TimePoint deadline = TimePoint::max();  // from Limits::timeout
+  CancelToken* cancel = nullptr;          // InvokeRequest::cancel, kept alive by the request
+  // Origin of the guest's monotonic clock: Wasmtime's clock counts from the creation of the
+  // WASI context (wasi_config_new), and this is read just after it, so an absolute monotonic
+  // deadline converted with it is never early (at most a few hundred ns late).
+  TimePoint monotonic_origin;
+  // Why a host function or the epoch callback stopped the guest (overrides the trap text).
+  enum class Stop { kNone, kTimeout, kCancel } stop = Stop::kNone;
+};
+
+// Epoch ticks between checks of a CancelToken while the guest runs wasm code.
+constexpr uint64_t kCancelCheckTicks = 2;
+
+// Called when a Store with a CancelToken reaches its epoch deadline (every kCancelCheckTicks).
+wasmtime_error_t* OnEpochDeadline(wasmtime_context_t*, void* data, uint64_t* delta,
+                                  wasmtime_update_deadline_kind_t* kind) {
+  auto* sandbox = static_cast<Sandbox*>(data);
+  if (sandbox->cancel->cancelled()) {
+    sandbox->stop = Sandbox::Stop::kCancel;
+    return wasmtime_error_new("cancelled");
+  }
+  if (std::chrono::steady_clock::now() >= sandbox->deadline) {
+    sandbox->stop = Sandbox::Stop::kTimeout;
+    return wasmtime_error_new("time limit exceeded");
+  }
+  *delta = kCancelCheckTicks;
+  *kind = WASMTIME_UPDATE_DEADLINE_CONTINUE;
+  return nullptr;
+}
+
+// WASI preview 1 layouts (witx; wasi-libc's wasi/api.h asserts the same sizes and offsets).
+namespace wasi {
+constexpr uint32_t kSubscriptionSize = 48;  // userdata u64 @0, tag u8 @8, payload @16
+constexpr uint32_t kEventSize = 32;         // userdata u64 @0, error u16 @8, type u8 @10,
+                                            // fd_readwrite {nbytes u64 @16, flags u16 @24}
+constexpr uint8_t kEventClock = 0, kEventFdRead = 1, kEventFdWrite = 2;
+constexpr uint32_t kClockRealtime = 0, kClockMonotonic = 1;
+constexpr uint16_t kSubclockAbstime = 1;
+constexpr int32_t kSuccess = 0, kFault = 21, kInval = 28;
+}  // namespace wasi
+
+template <class T>
+T LoadLe(const uint8_t* p) {
+  T v;
+  std::memcpy(&v, p, sizeof v);  // wasm memory is little-endian, like the hosts we build for
+  return v;
+}
+template <class T>
+void StoreLe(uint8_t* p, T v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+// `now + ns`, saturating far beyond any real deadline instead of overflowing.
+Sandbox::TimePoint AddNanos(Sandbox::TimePoint now, uint64_t ns) {
+  constexpr uint64_t kMax = uint64_t{1} << 62;  // ~146 years
+  return now + std::chrono::nanoseconds(static_cast<int64_t>(std::min(ns, kMax)));
+}
+
+// wasi_snapshot_preview1.poll_oneoff(in, out, nsubscriptions, nevents_ptr) -> errno, replacing
+// Wasmtime's, whose sleep cannot be interrupted: a guest sleeping for hours would hold its
+// thread past Limits::timeout and ignore cancellation. Semantics follow Wasmtime 48's p1
+// implementation for clock subscriptions (relative and absolute, realtime and monotonic; the
+// CPU-time clocks are EINVAL as there; all ready subscriptions reported in subscription order)
+// and the sleep waits on the CancelToken, woken by Cancel() or the deadline.
+// Differences, documented in docs/architecture.md: fd_read/fd_write subscriptions are reported
+// ready at once (nbytes 1), which is what Wasmtime does for the descriptors our sandboxes have
+// (files, in-memory stdin, stdout/stderr sinks) except that an inherited stdin (`wasmlet run`)
+// is not waited for and an fd that is not open is reported ready rather than EBADF (the next
+// read or write fails instead); an out-of-bounds or misaligned pointer is EFAULT (Wasmtime
+// traps).
+wasm_trap_t* PollOneoff(void*, wasmtime_caller_t* caller, const wasmtime_val_t* args, size_t,
+                        wasmtime_val_t* results, size_t) {
+  results[0].kind = WASMTIME_I32;
+  auto fail = [&](int32_t errno_value) {
+    results[0].of.i32 = errno_value;
+    return nullptr;
+  };
+  wasmtime_context_t* context = wasmtime_caller_context(caller);
+  auto* sandbox = static_cast<Sandbox*>(wasmtime_context_get_data(context));
+  wasmtime_extern_t item;
+  if (!wasmtime_caller_export_get(caller, "memory", 6, &item)) {
+    return wasmtime_trap_new("poll_oneoff: the module exports no memory", 41);
+  }
+  if (item.kind != WASMTIME_EXTERN_MEMORY) {
+    wasmtime_extern_delete(&item);
+    return wasmtime_trap_new("poll_oneoff: the export 'memory' is not a memory", 48);
+  }
+  const wasmtime_memory_t memory = item.of.memory;
+  const uint64_t in = static_cast<uint32_t>(args[0].of.i32);
+  const uint64_t out = static_cast<uint32_t>(args[1].of.i32);
+  const uint64_t count = static_cast<uint32_t>(args[2].of.i32);
+  const uint64_t nevents_at = static_cast<uint32_t>(args[3].of.i32);
+  if (count == 0) return fail(wasi::kInval);  // would sleep forever; not allowed in preview 1
+  uint64_t size = wasmtime_memory_data_size(context, &memory);
+  if (in % 8 != 0 || out % 8 != 0 || nevents_at % 4 != 0 ||
+      in + count * wasi::kSubscriptionSize > size || out + count * wasi::kEventSize > size ||
+      nevents_at + 4 > size) {
+    return fail(wasi::kFault);
+  }
+
+  // Read every subscription first (any error before waiting), as Wasmtime does.
+  auto now = std::chrono::steady_clock::now();
+  auto wake = Sandbox::TimePoint::max();
+  bool fd_ready = false;
+  std::vector<Sandbox::TimePoint> due(count, Sandbox::TimePoint::min());  // min: an fd, ready
+  {
+    const uint8_t* base = wasmtime_memory_data(context, &memory);
+    for (uint64_t i = 0; i < count; ++i) {
+      const uint8_t* sub = base + in + i * wasi::kSubscriptionSize;
+      uint8_t tag = sub[8];
+      if (tag == wasi::kEventFdRead || tag == wasi::kEventFdWrite) {
+        fd_ready = true;
+        continue;
+      }
+      if (tag != wasi::kEventClock) return fail(wasi::kInval);
+      uint32_t clock = LoadLe<uint32_t>(sub + 16);
+      uint64_t timeout = LoadLe<uint64_t>(sub + 24);
+      uint16_t flags = LoadLe<uint16_t>(sub + 40);
+      if ((flags & ~wasi::kSubclockAbstime) != 0) return fail(wasi::kInval);
+      bool absolute = (flags & wasi::kSubclockAbstime) != 0;
+      Sandbox::TimePoint at;
+      if (!absolute && (clock == wasi::kClockRealtime || clock == wasi::kClockMonotonic)) {
+        at = AddNanos(now, timeout);
+      } else if (clock == wasi::kClockMonotonic) {
+        at = AddNanos(sandbox->monotonic_origin, timeout);
+      } else if (clock == wasi::kClockRealtime) {
+        auto since_epoch = std::chrono::duration_cast<std::chrono::nanoseconds>(
+            std::chrono::system_clock::now().time_since_epoch());
+        uint64_t wall = since_epoch.count() > 0 ? static_cast<uint64_t>(since_epoch.count()) : 0;
+        // The steady clock read after the wall clock: never early.
+        at = timeout > wall ? AddNanos(std::chrono::steady_clock::now(), timeout - wall) : now;
+      } else {
+        return fail(wasi::kInval);  // the CPU-time clocks, or no clock at all
+      }
+      due[i] = at;
+      wake = std::min(wake, at);
+    }
+  }
+
+  if (!fd_ready && wake > now) {
+    // Sleep until the earliest clock, the deadline or Cancel(), in slices of at most an hour
+    // (so no time arithmetic below ever overflows).
+    while (true) {
+      auto target = std::min(wake, sandbox->deadline);
+      auto slice_end = std::min(target, std::chrono::steady_clock::now() + std::chrono::hours(1));
+      bool cancelled = sandbox->cancel != nullptr ? sandbox->cancel->WaitUntil(slice_end)
+                                                  : (std::this_thread::sleep_until(slice_end), false);
+      if (cancelled) {
+        sandbox->stop = Sandbox::Stop::kCancel;
+        return wasmtime_trap_new("cancelled", 9);
+      }
+      now = std::chrono::steady_clock::now();
+      if (now >= wake) break;
+      if (now >= sandbox->deadline) {
+        sandbox->stop = Sandbox::Stop::kTimeout;
+        return wasmtime_trap_new_code(WASMTIME_TRAP_CODE_INTERRUPT);
+      }
+    }
+  }
+
+  // Memory cannot have moved (the guest was waiting), but read the base again anyway.
+  uint8_t* base = wasmtime_memory_data(context, &memory);
+  uint32_t ready = 0;
+  for (uint64_t i = 0; i < count; ++i) {
+    if (due[i] > now) continue;
+    const uint8_t* sub = base + in + i * wasi::kSubscriptionSize;
+    uint8_t* event = base + out + uint64_t{ready} * wasi::kEventSize;
+    uint64_t userdata = LoadLe<uint64_t>(sub);
+    uint8_t type = sub[8];
+    std::memset(event, 0, wasi::kEventSize);
+    StoreLe<uint64_t>(event, userdata);
+    StoreLe<uint16_t>(event + 8, 0);  // error: success
+    event[10] = type;
+    // nbytes: Wasmtime reports 1 for ready descriptors and 0 for clocks.
+    StoreLe<uint64_t>(event + 16, type == wasi::kEventClock ? 0 : 1);
+    ++ready;
+  }
+  StoreLe<uint32_t>(base + nevents_at, ready);
+  return fail(wasi::kSuccess);
+}
 
 // Output sinks handed to WASI as custom stdout/stderr.
 ptrdiff_t WriteToCallback(void* data, const unsigned char* buffer, size_t size) {
@@ -351,6 +540,23 @@ class WasmtimeRuntime final : public Runtime {
     linker_ = wasmtime_linker_new(engine_.capi());
     wasmtime_error_t* error = wasmtime_linker_define_wasi(linker_);
     if (error != nullptr) return MakeError(Phase::kLink, TakeErrorMessage(error), "wasi");
+    // Our interruptible poll_oneoff replaces Wasmtime's (see PollOneoff).
+    wasmtime_linker_allow_shadowing(linker_, true);
+    {
+      wasm_valtype_vec_t params, results;
+      wasm_valtype_t* p[4] = {wasm_valtype_new_i32(), wasm_valtype_new_i32(),
+                              wasm_valtype_new_i32(), wasm_valtype_new_i32()};
+      wasm_valtype_t* r[1] = {wasm_valtype_new_i32()};
+      wasm_valtype_vec_new(&params, 4, p);
+      wasm_valtype_vec_new(&results, 1, r);
+      wasm_functype_t* type = wasm_functype_new(&params, &results);
+      static constexpr std::string_view kModule = "wasi_snapshot_preview1", kName = "poll_oneoff";
+      error = wasmtime_linker_define_func(linker_, kModule.data(), kModule.size(), kName.data(),
+                                          kName.size(), type, PollOneoff, nullptr, nullptr);
+      wasm_functype_delete(type);
+      if (error != nullptr) return MakeError(Phase::kLink, TakeErrorMessage(error), "poll_oneoff");
+    }
+    wasmtime_linker_allow_shadowing(linker_, false);
     if (!options_.cache_dir.empty()) {
       if (auto status = MakeDirs(options_.cache_dir); !status.ok()) return status;
     }
@@ -506,21 +712,51 @@ class WasmtimeRuntime final : public Runtime {
   std::atomic<uint64_t> memory_cache_hits_{0};
 };
 
-// Holds a Store for one invocation and releases it on every path.
+// Holds a Store for one invocation and releases it on every path (or earlier, in Release).
 struct StoreGuard {
   wasmtime_store_t* store;
   std::atomic<uint64_t>* running;
-  ~StoreGuard() {
+  void Release() {
+    if (store == nullptr) return;
     wasmtime_store_delete(store);
+    store = nullptr;
     running->fetch_sub(1);
   }
+  ~StoreGuard() { Release(); }
+};
+
+// Phase stamps for InvokeRequest::measure_phases; no clock reads when off.
+class PhaseClock {
+ public:
+  PhaseClock(bool on, std::chrono::steady_clock::time_point start) : on_(on), last_(start) {}
+  void Mark(std::chrono::nanoseconds& into) {
+    if (!on_) return;
+    auto now = std::chrono::steady_clock::now();
+    into = now - last_;
+    last_ = now;
+  }
+
+ private:
+  bool on_;
+  std::chrono::steady_clock::time_point last_;
 };
 
 Result<InvokeResult> WasmtimeModule::Invoke(const InvokeRequest& request) const {
   auto started = std::chrono::steady_clock::now();
+  if (request.cancel && request.cancel->cancelled()) {
+    InvokeResult r;
+    r.outcome = Outcome::kCancelled;
+    r.message = "cancelled before the guest started";
+    return r;
+  }
+  InvokePhases phases;
+  PhaseClock phase_clock(request.measure_phases, started);
+  Sandbox sandbox;  // outlives the Store, whose data it is
+  sandbox.cancel = request.cancel.get();
+  if (request.limits.timeout.count() > 0) sandbox.deadline = started + request.limits.timeout;
   runtime_->instances_running_.fetch_add(1);
   runtime_->instances_total_.fetch_add(1);
-  StoreGuard guard{wasmtime_store_new(runtime_->engine(), nullptr, nullptr),
+  StoreGuard guard{wasmtime_store_new(runtime_->engine(), &sandbox, nullptr),
                    &runtime_->instances_running_};
   wasmtime_context_t* context = wasmtime_store_context(guard.store);
 
@@ -530,12 +766,20 @@ Result<InvokeResult> WasmtimeModule::Invoke(const InvokeRequest& request) const 
   }
   wasmlet_store_memory_limiter(guard.store, static_cast<int64_t>(memory_limit),
                                request.limits.trap_on_memory_limit);
-  // No timeout still needs a deadline: the epoch keeps advancing.
-  wasmtime_context_set_epoch_deadline(
-      context, request.limits.timeout.count() > 0 ? runtime_->TicksFor(request.limits.timeout)
-                                                  : UINT64_MAX / 2);
+  if (sandbox.cancel != nullptr) {
+    // With a CancelToken the epoch callback checks it (and the deadline) every few ticks.
+    wasmtime_store_epoch_deadline_callback(guard.store, OnEpochDeadline, &sandbox, nullptr);
+    wasmtime_context_set_epoch_deadline(context, kCancelCheckTicks);
+  } else {
+    // No timeout still needs a deadline: the epoch keeps advancing.
+    wasmtime_context_set_epoch_deadline(
+        context, request.limits.timeout.count() > 0 ? runtime_->TicksFor(request.limits.timeout)
+                                                    : UINT64_MAX / 2);
+  }
+  phase_clock.Mark(phases.store);
 
   wasi_config_t* wasi = wasi_config_new();
+  sandbox.monotonic_origin = std::chrono::steady_clock::now();
   {
     std::vector<const char*> argv;
     for (const auto& a : request.args) argv.push_back(a.c_str());
@@ -607,6 +851,7 @@ Result<InvokeResult> WasmtimeModule::Invoke(const InvokeRequest& request) const 
   if (wasmtime_error_t* error = wasmtime_context_set_wasi(context, wasi); error != nullptr) {
     return MakeError(Phase::kInstantiate, TakeErrorMessage(error), name_);
   }
+  phase_clock.Mark(phases.wasi);
 
   InvokeResult result;
   auto finish = [&](InvokeResult& r, wasmtime_instance_t* instance) {
@@ -619,10 +864,20 @@ Result<InvokeResult> WasmtimeModule::Invoke(const InvokeRequest& request) const 
         wasmtime_extern_delete(&item);
       }
     }
+    // Stopped by our poll_oneoff or epoch callback: whatever the trap text said.
+    if (sandbox.stop == Sandbox::Stop::kCancel) {
+      r.outcome = Outcome::kCancelled;
+      r.exit_code = 0;
+      r.message = "stopped by its CancelToken";
+    } else if (sandbox.stop == Sandbox::Stop::kTimeout) {
+      r.outcome = Outcome::kTimedOut;
+      r.exit_code = 0;
+      r.message = "time limit of " + std::to_string(request.limits.timeout.count()) + " ms exceeded";
+    }
     // The C API has no hook for a denied memory.grow, so a failure with memory at the limit is
     // reported as the memory limit: growth within one Go arena (4 MiB) or 1/16 of the limit.
     if (!r.success() && r.outcome != Outcome::kTimedOut && r.outcome != Outcome::kStackOverflow &&
-        r.outcome != Outcome::kMemoryLimit) {
+        r.outcome != Outcome::kMemoryLimit && r.outcome != Outcome::kCancelled) {
       uint64_t slack = std::max<uint64_t>(4ull << 20, memory_limit / 16);
       if (r.memory_bytes > 0 && r.memory_bytes + slack > memory_limit) {
         std::string previous = r.Describe();
@@ -630,6 +885,11 @@ Result<InvokeResult> WasmtimeModule::Invoke(const InvokeRequest& request) const 
         r.message = "memory limit of " + std::to_string(memory_limit) + " bytes reached (" +
                     previous + ")";
       }
+    }
+    if (request.measure_phases) {
+      guard.Release();
+      phase_clock.Mark(phases.teardown);
+      r.phases = phases;
     }
     r.duration = std::chrono::steady_clock::now() - started;
   };
@@ -688,6 +948,12 @@ Result<InvokeResult> WasmtimeModule::Invoke(const InvokeRequest& request) const 
   wasmtime_instance_t instance;
   wasm_trap_t* trap = nullptr;
   wasmtime_error_t* error = wasmtime_instance_pre_instantiate(pre_, context, &instance, &trap);
+  if (trap == nullptr && error != nullptr && sandbox.stop != Sandbox::Stop::kNone) {
+    InvokeResult r;  // a start function stopped by the deadline or its CancelToken
+    wasmtime_error_delete(error);
+    finish(r, nullptr);
+    return r;
+  }
   if (trap != nullptr) {
     from_trap(trap, result);
     finish(result, nullptr);
@@ -725,7 +991,9 @@ Result<InvokeResult> WasmtimeModule::Invoke(const InvokeRequest& request) const 
                      name_);
   }
   std::vector<wasmtime_val_t> outs(results);
+  phase_clock.Mark(phases.instantiate);
   error = wasmtime_func_call(context, &entry.of.func, nullptr, 0, outs.data(), outs.size(), &trap);
+  phase_clock.Mark(phases.run);
   if (trap != nullptr) {
     from_trap(trap, result);
   } else if (error != nullptr) {
@@ -747,6 +1015,7 @@ const char* OutcomeName(Outcome outcome) {
     case Outcome::kTimedOut: return "timed out";
     case Outcome::kMemoryLimit: return "memory limit";
     case Outcome::kStackOverflow: return "stack overflow";
+    case Outcome::kCancelled: return "cancelled";
   }
   return "unknown";
 }
@@ -758,8 +1027,22 @@ std::string InvokeResult::Describe() const {
     case Outcome::kTimedOut: return "timed out: " + message;
     case Outcome::kMemoryLimit: return "out of memory: " + message;
     case Outcome::kStackOverflow: return "stack overflow: " + message;
+    case Outcome::kCancelled: return "cancelled: " + message;
   }
   return message;
+}
+
+void CancelToken::Cancel() {
+  {
+    std::lock_guard lock(mutex_);
+    cancelled_.store(true, std::memory_order_release);
+  }
+  cv_.notify_all();
+}
+
+bool CancelToken::WaitUntil(std::chrono::steady_clock::time_point deadline) const {
+  std::unique_lock lock(mutex_);
+  return cv_.wait_until(lock, deadline, [&] { return cancelled_.load(std::memory_order_relaxed); });
 }
 
 Result<std::unique_ptr<Runtime>> CreateWasmtimeRuntime(const RuntimeOptions& options) {

@@ -12,6 +12,14 @@ namespace wasmlet {
 void InitLogging(std::string_view default_level = "info");
 bool SetLogLevel(std::string_view level);
 
+namespace detail {
+// spdlog creates its registry on first use, in a function-local static inside the shared
+// libspdlog. Touching it during static initialisation (single-threaded, before main) means no
+// two threads ever race to create it, and TSan, which cannot see the uninstrumented library's
+// guard, has nothing to report.
+inline const bool kLogRegistryReady = (::spdlog::default_logger_raw(), true);
+}  // namespace detail
+
 }  // namespace wasmlet
 
 #define WLOG_TRACE(...) SPDLOG_TRACE(__VA_ARGS__)

@@ -1,5 +1,7 @@
 #include "util/units.h"
 
+#include <cstdint>
+
 namespace wasmlet {
 
 Result<uint64_t> ParseSize(const std::string& text, Phase phase) {
@@ -18,6 +20,7 @@ Result<uint64_t> ParseSize(const std::string& text, Phase phase) {
   else if (unit == "M" || unit == "MiB" || unit == "MB") mult = 1ull << 20;
   else if (unit == "G" || unit == "GiB" || unit == "GB") mult = 1ull << 30;
   else return MakeError(phase, "unknown size unit '" + unit + "' in '" + text + "'");
+  if (value > UINT64_MAX / mult) return MakeError(phase, "size too large: '" + text + "'");
   return static_cast<uint64_t>(value) * mult;
 }
 
@@ -36,6 +39,8 @@ Result<std::chrono::milliseconds> ParseDuration(const std::string& text, Phase p
   else if (unit == "m") ms = value * 60000;
   else return MakeError(phase, "unknown duration unit '" + unit + "' in '" + text + "'");
   if (ms < 0) return MakeError(phase, "negative duration '" + text + "'");
+  // NaN, infinity and anything past the range of milliseconds do not convert ("1e100s").
+  if (!(ms < 9.0e18)) return MakeError(phase, "duration too large: '" + text + "'");
   return std::chrono::milliseconds(static_cast<long long>(ms));
 }
 

@@ -5,6 +5,7 @@
 #include "util/files.h"
 #include "util/result.h"
 #include "util/sha256.h"
+#include "util/units.h"
 
 namespace wasmlet {
 namespace {
@@ -46,6 +47,16 @@ TEST(Files, AtomicWriteThenRead) {
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.error().ToString().find("nope"), std::string::npos);
   std::filesystem::remove_all(dir);
+}
+
+// Found by gateway_config_fuzzer: out-of-range values are errors, not wrapped or UB casts.
+TEST(Units, OutOfRangeSizesAndDurationsAreErrors) {
+  EXPECT_FALSE(ParseSize("17179869184G").ok());  // 2^64 bytes
+  EXPECT_EQ(*ParseSize("17179869183G"), 17179869183ull << 30);
+  EXPECT_FALSE(ParseDuration("1e100s").ok());
+  EXPECT_FALSE(ParseDuration("nan").ok());
+  EXPECT_FALSE(ParseDuration("inf").ok());
+  EXPECT_EQ(ParseDuration("1.5s")->count(), 1500);
 }
 
 }  // namespace

@@ -253,6 +253,8 @@ TEST_F(GatewayE2E, TrapAndNonZeroExitAre500AndLogged) {
   EXPECT_NE(log.find("exited with code 3"), std::string::npos);
 }
 
+// Modules load lazily: the warning comes when the module is loaded, i.e. before the answer to
+// its first request (at startup only with --preload/--check, see gateway_lazy_test.cc).
 TEST_F(GatewayE2E, MissingEntrypointIs500AndLoadWarns) {
   auto r = Fetch(Url("/missing-entry"));
   EXPECT_EQ(r.status, 500);

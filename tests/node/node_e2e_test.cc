@@ -609,4 +609,181 @@ TEST_F(NodeE2E, ApiServerOutageLeavesPodsRunningAndStatusesCatchUp) {
   c().Kubectl({"delete", "pod", "steady", "--wait=false"});
 }
 
+// ---- API server failures seen from the node: a TCP proxy (tests/node/tcp_proxy.py) between
+// the agent and kube-apiserver cuts every connection, or refuses them for a while. ----
+
+// tcp_proxy.py in front of kube-apiserver; killed with the test.
+class ApiServerProxy {
+ public:
+  bool Start(int upstream_port) {
+    int out[2];
+    if (pipe(out) != 0) return false;
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(out[1], 1);
+      close(out[0]);
+      close(out[1]);
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      execl("/usr/bin/python3", "python3", (std::string(WASMLET_SOURCE_DIR) + "/tests/node/tcp_proxy.py").c_str(),
+            std::to_string(upstream_port).c_str(), nullptr);
+      _exit(127);
+    }
+    close(out[1]);
+    std::string line;
+    char ch;
+    pollfd p{out[0], POLLIN, 0};
+    while (poll(&p, 1, 10000) > 0 && read(out[0], &ch, 1) == 1 && ch != '\n') line.push_back(ch);
+    close(out[0]);
+    if (std::sscanf(line.c_str(), "%d %d", &port_, &control_port_) != 2) return false;
+    return true;
+  }
+  ~ApiServerProxy() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  // "cut", "down", "up": answers "ok <open connections>".
+  std::string Command(const std::string& command) {
+    auto r = RunCmd({"/bin/bash", "-c",
+                     "exec 3<>/dev/tcp/127.0.0.1/" + std::to_string(control_port_) + "; echo " + command +
+                         " >&3; head -n1 <&3"}, "", 10);
+    return Trim(r.out);
+  }
+  int port() const { return port_; }
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+  int control_port_ = 0;
+};
+
+TEST_F(NodeE2E, ApiServerConnectionsCutOrUnreachableConverge) {
+  std::string kubeconfig_path = c().dir + "/node-" + kNodeName + ".kubeconfig";
+  std::string original;
+  {
+    std::ifstream in(kubeconfig_path);
+    original.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  int apiserver_port = 0;
+  {
+    std::ifstream env(c().dir + "/cluster.env");
+    std::string line;
+    while (std::getline(env, line)) {
+      if (line.rfind("APISERVER_PORT=", 0) == 0) apiserver_port = std::stoi(line.substr(15));
+    }
+  }
+  ASSERT_GT(apiserver_port, 0);
+  ApiServerProxy proxy;
+  ASSERT_TRUE(proxy.Start(apiserver_port));
+  std::string direct = "https://127.0.0.1:" + std::to_string(apiserver_port);
+  size_t at = original.find(direct);
+  ASSERT_NE(at, std::string::npos) << original;
+  std::string proxied = original;
+  proxied.replace(at, direct.size(), "https://127.0.0.1:" + std::to_string(proxy.port()));
+  auto node_ready = [&] {
+    Json node = c().GetJson("node", kNodeName);
+    if (!node.is_object()) return false;
+    for (const auto& cond : node["status"].value("conditions", Json::array())) {
+      if (cond["type"] == "Ready") return cond["status"] == "True";
+    }
+    return false;
+  };
+  auto restart_node_with = [&](const std::string& kubeconfig) {
+    std::ofstream(kubeconfig_path) << kubeconfig;
+    c().StopNode(SIGTERM);
+    c().StartNode();
+  };
+  // The agent now talks to the API server only through the proxy.
+  restart_node_with(proxied);
+  auto ticks = [&](const std::string& pod) {
+    std::string logs = Logs(pod);
+    size_t n = 0;
+    for (size_t i = logs.find("tick\n"); i != std::string::npos; i = logs.find("tick\n", i + 1)) ++n;
+    return n;
+  };
+  auto lease_time = [&] {
+    return Trim(c().Kubectl({"get", "lease", "-n", "kube-node-lease", kNodeName, "-o",
+                             "jsonpath={.spec.renewTime}"}).out);
+  };
+
+  ASSERT_EQ(c().Apply(WasmPod("keeper", {"forever"}, "Always")).code, 0);
+  ASSERT_EQ(c().Apply(WasmPod("doomed", {"forever"}, "Always")).code, 0);
+  ASSERT_TRUE(WaitPhase("keeper", "Running")) << Describe("keeper");
+  ASSERT_TRUE(WaitPhase("doomed", "Running")) << Describe("doomed");
+  EXPECT_NE(proxy.Command("count"), "ok 0");  // the watch goes through the proxy
+
+  // 1. Every connection cut mid-watch, three times: the watch resumes and new pods still run.
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(proxy.Command("cut").substr(0, 2), "ok");
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  ASSERT_EQ(c().Apply(WasmPod("after-cut", {"print:after the cut"})).code, 0);
+  EXPECT_TRUE(WaitPhase("after-cut", "Succeeded", 60)) << Describe("after-cut");
+  EXPECT_EQ(Logs("after-cut"), "after the cut\n");
+
+  // 2. The API server unreachable for 15 s (under the 40 s lease): a pod is created and one is
+  // deleted meanwhile; running pods keep running.
+  std::string lease_before = lease_time();
+  size_t ticks_before = ticks("keeper");
+  EXPECT_EQ(proxy.Command("down").substr(0, 2), "ok");
+  ASSERT_EQ(c().Apply(WasmPod("born-in-outage", {"print:born in the outage"})).code, 0);
+  EXPECT_EQ(c().Kubectl({"delete", "pod", "doomed", "--wait=false"}).code, 0);
+  std::this_thread::sleep_for(std::chrono::seconds(15));  // the outage itself, not a wait for an event
+  size_t ticks_during = ticks("keeper");  // logs come from the node directly, not through the proxy
+  EXPECT_GT(ticks_during, ticks_before + 5);
+  EXPECT_TRUE(Pod("doomed").is_object());  // nobody could finalize it
+  EXPECT_EQ(Phase(Pod("born-in-outage")), "Pending");
+  EXPECT_EQ(proxy.Command("up").substr(0, 2), "ok");
+
+  // 3. After reconnecting everything converges.
+  EXPECT_TRUE(WaitPhase("born-in-outage", "Succeeded", 90)) << Describe("born-in-outage");
+  EXPECT_EQ(Logs("born-in-outage"), "born in the outage\n");
+  EXPECT_TRUE(WaitUntil([&] { return !Pod("doomed").is_object(); }, 90)) << Describe("doomed");
+  EXPECT_TRUE(WaitUntil([&] { std::string t = lease_time(); return !t.empty() && t > lease_before; }, 60))
+      << lease_time() << " vs " << lease_before;
+  EXPECT_TRUE(WaitUntil(node_ready, 60));
+  Json keeper = Pod("keeper");
+  EXPECT_EQ(Phase(keeper), "Running");
+  EXPECT_EQ(MainStatus(keeper).value("restartCount", -1), 0);
+  EXPECT_GT(ticks("keeper"), ticks_during);
+
+  // Back to a direct connection for the tests after this one.
+  c().Kubectl({"delete", "pod", "keeper", "--wait=false"});
+  restart_node_with(original);
+  EXPECT_TRUE(WaitUntil(node_ready, 60));
+}
+
+
+// ---- Force stop: guests that ignore the stop signal (their output failing with EPIPE) are
+// cancelled when the grace period is over, whether sleeping in poll_oneoff or spinning. ----
+TEST_F(NodeE2E, GuestsThatNeverYieldAreCancelledAfterTheGracePeriod) {
+  Json pod = WasmPod("stuck", {});
+  pod["spec"]["terminationGracePeriodSeconds"] = 3;
+  pod["spec"]["containers"] = Json::array({
+      {{"name", "sleeper"}, {"image", "wasmlet.test/poll:v1"}, {"args", Json::array({"forever"})}},
+      {{"name", "spinner"}, {"image", "wasmlet.test/loop:v1"}}});
+  ASSERT_EQ(c().Apply(pod).code, 0);
+  ASSERT_TRUE(WaitPhase("stuck", "Running")) << Describe("stuck");
+  ASSERT_TRUE(WaitUntil([&] { return Logs("stuck", {"-c", "sleeper"}) == "sleeping forever\n"; }, 30))
+      << Logs("stuck", {"-c", "sleeper"});
+  auto t0 = Clock::now();
+  auto del = c().Kubectl({"delete", "pod", "stuck", "--timeout=60s"}, "", 70);
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+  EXPECT_EQ(del.code, 0) << del.err;
+  std::fprintf(stderr, "[timing] delete a pod whose guests never yield (grace 3 s): %lld ms\n",
+               static_cast<long long>(took));
+  EXPECT_FALSE(Pod("stuck").is_object());
+  EXPECT_GE(took, 2500);           // the guests got their grace period first
+  EXPECT_LT(took, 3000 + 15000);   // then were stopped, not abandoned
+  // The agent saw both guests end (before, they ran on forever on their threads).
+  std::ifstream in(c().dir + "/node.log");
+  std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (const char* container : {"sleeper", "spinner"}) {
+    std::string line = "pod default/stuck: container " + std::string(container) + " stopped after ";
+    auto at = log.find(line);
+    ASSERT_NE(at, std::string::npos) << container << "\n" << log.substr(log.size() > 4000 ? log.size() - 4000 : 0);
+    EXPECT_NE(log.find("(cancelled: ", at), std::string::npos) << log.substr(at, 200);
+  }
+}
 }  // namespace

@@ -247,6 +247,38 @@ class Registry {
   Child process_;
 };
 
+// One HTTP/1.0 request to 127.0.0.1:port; returns the response body ("" on failure).
+inline std::string HttpOnce(int port, const std::string& method, const std::string& path,
+                            const std::string& body = "") {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    close(fd);
+    return {};
+  }
+  std::string request = method + " " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: " +
+                        std::to_string(body.size()) + "\r\n\r\n" + body;
+  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
+    close(fd);
+    return {};
+  }
+  std::string response;
+  char buffer[4096];
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 10000) <= 0) break;
+    ssize_t n = read(fd, buffer, sizeof buffer);
+    if (n <= 0) break;
+    response.append(buffer, static_cast<size_t>(n));
+  }
+  close(fd);
+  size_t end = response.find("\r\n\r\n");
+  return end == std::string::npos ? std::string() : response.substr(end + 4);
+}
+
 // tests/oci/proxy.py in front of a registry.
 class Proxy {
  public:
@@ -262,6 +294,9 @@ class Proxy {
   int port() const { return port_; }
   std::string host() const { return "127.0.0.1:" + std::to_string(port_); }
   void Stop() { process_.Kill(); }
+  // Switches the fault mode (see proxy.py); true once the proxy confirmed it.
+  bool SetMode(const std::string& mode) { return HttpOnce(port_, "PUT", "/_mode", mode) == mode; }
+  std::string Stats() { return HttpOnce(port_, "GET", "/_stats"); }
 
  private:
   int port_ = 0;

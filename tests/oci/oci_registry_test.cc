@@ -381,5 +381,189 @@ TEST_F(RegistryTest, ImagesRmiPrune) {
   EXPECT_EQ(Wasmlet({"images", "-q"}).out, "");
 }
 
+
+// ---- Registry faults: nothing corrupt enters the store, and a pull recovers afterwards ----
+
+class FaultTest : public RegistryTest {
+ protected:
+  // Nothing of `module_digest` in the store: no blob, no reference, no partial download.
+  void ExpectNothingStored(const std::string& module_digest) {
+    EXPECT_FALSE(fs::exists(BlobPath(module_digest))) << module_digest;
+    EXPECT_EQ(Wasmlet({"images", "-q"}).out, "");
+    EXPECT_TRUE(!fs::exists(Store() + "/tmp") || fs::is_empty(Store() + "/tmp"));
+  }
+  // Pulls `path` through a proxy in `mode`: fails with `error`, stores nothing; then the
+  // registry behaves and the same pull succeeds with the right content.
+  void FaultThenRecovery(const std::string& path, const std::string& mode, const std::string& error,
+                         std::vector<std::string> env = {}) {
+    std::string guest = "go_hello.wasm";
+    Push(guest, open_->host() + path);
+    Proxy proxy;
+    ASSERT_TRUE(proxy.Start(open_->port(), mode));
+    auto start = std::chrono::steady_clock::now();
+    Output pulled = Wasmlet({"pull", proxy.host() + path}, "", env);
+    auto took = std::chrono::steady_clock::now() - start;
+    EXPECT_EQ(pulled.code, 1) << pulled.out;
+    EXPECT_NE(pulled.err.find(error), std::string::npos) << pulled.err;
+    EXPECT_LT(took, std::chrono::seconds(90));  // bounded, never a hang
+    ExpectNothingStored(FileDigest(Guest(guest)));
+
+    ASSERT_TRUE(proxy.SetMode("pass"));
+    Output again = Wasmlet({"pull", proxy.host() + path}, "", env);
+    ASSERT_EQ(again.code, 0) << again.err;
+    EXPECT_EQ(Field(again.out, "Module"), FileDigest(Guest(guest)));
+    EXPECT_EQ(Slurp(Field(again.out, "Path")), Slurp(Guest(guest)));
+    EXPECT_EQ(Wasmlet({"images", "-q"}).out, "127.0.0.1:" + std::to_string(proxy.port()) + path + "\n");
+  }
+};
+
+TEST_F(FaultTest, TooManyRequestsHonoursRetryAfter) {
+  std::string path = "/throttled/hello:v1";
+  Push("hello.wasm", open_->host() + path);
+  Proxy proxy;
+  ASSERT_TRUE(proxy.Start(open_->port(), "throttle:2:1"));
+  auto start = std::chrono::steady_clock::now();
+  Output pulled = Wasmlet({"pull", proxy.host() + path});
+  auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_EQ(pulled.code, 0) << pulled.err;
+  EXPECT_NE(pulled.err.find("HTTP 429; retrying"), std::string::npos) << pulled.err;
+  // Two answers of "Retry-After: 1": at least 2 s of waiting (the back-off alone is 0.6 s).
+  EXPECT_GE(took, std::chrono::seconds(2));
+  EXPECT_EQ(Field(pulled.out, "Module"), FileDigest(Guest("hello.wasm")));
+
+  // A registry that keeps throttling: a clear final error, nothing stored.
+  Proxy always;
+  ASSERT_TRUE(always.Start(open_->port(), "throttle:1000:1"));
+  Output refused = Wasmlet({"pull", "--data-dir", dir_ + "/other", always.host() + path});
+  EXPECT_EQ(refused.code, 1);
+  EXPECT_NE(refused.err.find("HTTP 429 Too Many Requests (TOOMANYREQUESTS: injected) after 5 attempts"),
+            std::string::npos)
+      << refused.err;
+  EXPECT_FALSE(fs::exists(dir_ + "/other/tags") && !fs::is_empty(dir_ + "/other/tags"));
+}
+
+TEST_F(FaultTest, StalledBlobTimesOutThenRecovers) {
+  FaultThenRecovery("/stalled/go:v1", "stall", "transfer stalled: no data received for 1 s (after 5 attempts)",
+                    {"WASMLET_REGISTRY_STALL_TIMEOUT=1s"});
+}
+
+TEST_F(FaultTest, TruncatedBlobIsRetriedAndNeverStored) {
+  FaultThenRecovery("/truncated/go:v1", "truncate", "Transferred a partial file (after 5 attempts)");
+}
+
+TEST_F(FaultTest, CorruptedBlobIsRejected) {
+  FaultThenRecovery("/corrupted/go:v1", "tamper", "does not match its digest");
+}
+
+TEST_F(FaultTest, WrongBlobContentIsRejected) {
+  FaultThenRecovery("/wrongblob/go:v1", "wrongblob", "content does not match its digest: expected sha256:");
+}
+
+TEST_F(FaultTest, ManifestNotMatchingItsDigestIsRejected) {
+  // By tag: the body does not match the registry's Docker-Content-Digest.
+  FaultThenRecovery("/wrongmanifest/go:v1", "wrongmanifest", "does not match the content");
+  // By digest: the body does not match the digest asked for.
+  std::string repo = "/wrongmanifest-digest/go";
+  std::string digest = Push("go_hello.wasm", open_->host() + repo + ":v1");
+  Proxy proxy;
+  ASSERT_TRUE(proxy.Start(open_->port(), "wrongmanifest"));
+  std::string ref = proxy.host() + repo + "@" + digest;
+  Output pulled = Wasmlet({"pull", "--data-dir", dir_ + "/bydigest", ref});
+  EXPECT_EQ(pulled.code, 1);
+  EXPECT_NE(pulled.err.find("the registry returned content with digest sha256:"), std::string::npos)
+      << pulled.err;
+  EXPECT_FALSE(fs::exists(dir_ + "/bydigest/blobs/sha256/" + digest.substr(7)));
+  ASSERT_TRUE(proxy.SetMode("pass"));
+  Output again = Wasmlet({"pull", "--data-dir", dir_ + "/bydigest", ref});
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_EQ(Field(again.out, "Digest"), digest);
+}
+
+// ---- Disk full (a small tmpfs as the store or the compile cache) ----
+
+class DiskFullTest : public RegistryTest {
+ protected:
+  // Mounts a tmpfs of `size` at `path`; false (and `why`) if mounting is not permitted.
+  bool Mount(const std::string& path, const std::string& size, std::string* why) {
+    fs::create_directories(path);
+    Output o = Child::Spawn({"mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", path}, {}).Wait();
+    if (o.code != 0) {
+      *why = "cannot mount a tmpfs (needs root / CAP_SYS_ADMIN): " + o.err;
+      return false;
+    }
+    mounts_.push_back(path);
+    return true;
+  }
+  bool Resize(const std::string& path, const std::string& size) {
+    return Child::Spawn({"mount", "-o", "remount,size=" + size, path}, {}).Wait().code == 0;
+  }
+  void TearDown() override {
+    for (const auto& m : mounts_) Child::Spawn({"umount", "-l", m}, {}).Wait();
+    RegistryTest::TearDown();
+  }
+  std::vector<std::string> mounts_;
+};
+
+TEST_F(DiskFullTest, PullOntoAFullDiskFailsCleanlyThenSucceeds) {
+  std::string why;
+  if (!Mount(Store(), "1m", &why)) GTEST_SKIP() << why;
+  std::string path = "/diskfull/go:v1";
+  Push("go_hello.wasm", open_->host() + path);  // a 2.6 MB layer on a 1 MiB store
+  std::string module = FileDigest(Guest("go_hello.wasm"));
+  Output pulled = Wasmlet({"pull", open_->host() + path});
+  EXPECT_EQ(pulled.code, 1);
+  EXPECT_NE(pulled.err.find("No space left on device"), std::string::npos) << pulled.err;
+  EXPECT_NE(pulled.err.find(Store() + "/tmp/" + module.substr(7)), std::string::npos) << pulled.err;
+  EXPECT_FALSE(fs::exists(BlobPath(module)));
+  EXPECT_EQ(Wasmlet({"images", "-q"}).out, "");
+  EXPECT_TRUE(fs::is_empty(Store() + "/tmp"));  // the partial download is gone, space is free
+
+  ASSERT_TRUE(Resize(Store(), "16m"));
+  Output again = Wasmlet({"pull", open_->host() + path});
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_EQ(Slurp(BlobPath(module)), Slurp(Guest("go_hello.wasm")));
+  Output run = Wasmlet({"run", BlobPath(module)});
+  EXPECT_EQ(run.code, 0) << run.err;
+}
+
+TEST_F(DiskFullTest, CompileCacheOnAFullDiskStillRunsAndNeverKeepsAPartialArtifact) {
+  std::string why;
+  std::string cache = dir_ + "/cache/wasmlet/modules";
+  if (!Mount(cache, "256k", &why)) GTEST_SKIP() << why;
+  auto artifacts = [&] {
+    std::vector<std::string> names;
+    for (const auto& e : fs::recursive_directory_iterator(cache)) {
+      if (e.is_regular_file() && e.path().extension() == ".cwasm") names.push_back(e.path().string());
+    }
+    return names;
+  };
+  auto leftovers = [&] {
+    int n = 0;
+    for (const auto& e : fs::recursive_directory_iterator(cache)) {
+      if (e.path().filename().string().find(".tmp.") != std::string::npos) ++n;
+    }
+    return n;
+  };
+  Output run = Wasmlet({"run", Guest("go_hello.wasm")});  // its artifact is several MB
+  EXPECT_EQ(run.code, 0) << run.err;
+  EXPECT_NE(run.out.find("Hello"), std::string::npos) << run.out;
+  EXPECT_NE(run.err.find("cannot write compile cache"), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find("No space left on device"), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find(cache + "/"), std::string::npos) << run.err;
+  EXPECT_TRUE(artifacts().empty());
+  EXPECT_EQ(leftovers(), 0);
+
+  ASSERT_TRUE(Resize(cache, "64m"));
+  run = Wasmlet({"run", Guest("go_hello.wasm")});
+  EXPECT_EQ(run.code, 0) << run.err;
+  EXPECT_EQ(run.err.find("cannot write compile cache"), std::string::npos) << run.err;
+  ASSERT_EQ(artifacts().size(), 1u);
+  // The next run maps the artifact (no recompilation warning) and behaves the same.
+  Output cached = Wasmlet({"--log-level", "debug", "run", Guest("go_hello.wasm")});
+  EXPECT_EQ(cached.code, 0) << cached.err;
+  EXPECT_EQ(cached.out, run.out);
+  EXPECT_EQ(cached.err.find("unusable"), std::string::npos) << cached.err;
+}
+
 }  // namespace
 }  // namespace wasmlet::testing

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Cold start (issue 6): time to first byte of the first request to an app that was never
+# invoked, on a freshly started `wasmlet serve` (already listening, app untouched):
+#   (a) its compiled artifact is in the module cache (filled beforehand by `serve --check`);
+#   (b) nothing is cached, the first request compiles it; then the server is restarted on that
+#       cache and the first request is timed again (the compile is kept across restarts).
+# Apps: report.c here (~120 KB as wasm: regex, stdio, math, locale), and the ~2.8 MB Go WAGI
+# example (examples/go, the same Go toolchain and size class as tests/guests/go).
+# Peer: native CGI, the same program compiled natively and run by fcgiwrap behind nginx (the
+# setup of bench/gateway/bench.sh); every CGI request is a first request (a new process).
+# Targets: (a) first byte <= 1 ms; (b) report the compile cost and show it is cached.
+# Prints medians of RUNS and writes $RESULTS_DIR/coldstart.csv.
+# Usage: bench/coldstart/coldstart.sh   (env: BUILD_DIR, RUNS=5, RESULTS_DIR)
+# Needs: nginx (nginx-light), fcgiwrap, curl, go.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+build="${BUILD_DIR:-$root/build}"
+runs="${RUNS:-5}"
+results="${RESULTS_DIR:-$root/bench/results/latest}"
+mkdir -p "$results"
+for tool in nginx fcgiwrap curl python3; do
+  command -v "$tool" >/dev/null || { echo "coldstart: '$tool' not found (apt-get install nginx-light fcgiwrap curl)" >&2; exit 2; }
+done
+go="$(command -v go || echo /usr/local/go/bin/go)"
+cmake --build "$build" --target wasmlet examples guest_coldstart_report native_coldstart_report >/dev/null
+wasmlet="$build/src/exe/wasmlet"
+
+tmp="$(mktemp -d)"
+server_pid=""
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  # fcgiwrap's children outlive their parent: end them by parent id.
+  [ -n "${fcgiwrap_pid:-}" ] && { pkill -P "$fcgiwrap_pid" 2>/dev/null || true; kill "$fcgiwrap_pid" 2>/dev/null || true; }
+  [ -f "$tmp/nginx.pid" ] && kill "$(cat "$tmp/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() {
+  for _ in $(seq 1 2000); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.005; done
+  echo "coldstart: $1 did not come up" >&2; return 1
+}
+ttfb_ms() {  # first byte of one GET, in ms (curl's time_starttransfer; includes the connect)
+  curl -sS -o /dev/null -w '%{http_code} %{time_starttransfer}\n' "$1" |
+    awk -v url="$1" '$1 != 200 { print "coldstart: " url " answered " $1 > "/dev/stderr"; exit 1 } { printf "%.3f\n", $2 * 1000 }'
+}
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+cp "$build/guests/coldstart_report.wasm" "$tmp/report.wasm"
+cp "$build/examples/go_hello.wasm" "$tmp/go.wasm"
+cat >"$tmp/modules.toml" <<TOML
+[[module]]
+route = "/report"
+module = "report.wasm"
+
+[[module]]
+route = "/go"
+module = "go.wasm"
+TOML
+declare -A size
+size[report]=$(stat -c %s "$tmp/report.wasm")
+size[go]=$(stat -c %s "$tmp/go.wasm")
+
+# Starts a lazy-loading server on CACHE, waits for /healthz, prints the first-request TTFB of
+# ROUTE, stops the server. The module's load time (cache lookup + map, or compile; from the
+# server's debug line "route R: loaded FILE in X ms") is appended to LOADFILE.
+first_request() {  # cache route loadfile
+  local port; port="$(free_port)"
+  "$wasmlet" --log-level debug serve -c "$tmp/modules.toml" --module-cache "$1" -l "127.0.0.1:$port" --no-watch \
+    >/dev/null 2>"$tmp/serve.err" &
+  server_pid=$!
+  wait_http "http://127.0.0.1:$port/healthz"
+  ttfb_ms "http://127.0.0.1:$port/$2"
+  kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
+  server_pid=""
+  sed -n "s|.*route /$2: loaded .* in \([0-9.]*\)ms.*|\1|p" "$tmp/serve.err" | head -1 >>"$3"
+}
+
+# (a) precompiled: `serve --check` fills the cache (what an operator does at deploy time).
+"$wasmlet" --log-level warn serve --check -c "$tmp/modules.toml" --module-cache "$tmp/cache-warm" >/dev/null
+declare -A med
+for app in report go; do
+  for r in $(seq "$runs"); do first_request "$tmp/cache-warm" "$app" "$tmp/$app.a.load"; done >"$tmp/$app.a"
+  for r in $(seq "$runs"); do
+    first_request "$tmp/cache-cold-$app-$r" "$app" "$tmp/$app.b.load" >>"$tmp/$app.b"
+    # restarted on that cache: the compile is not repeated
+    first_request "$tmp/cache-cold-$app-$r" "$app" "$tmp/$app.c.load" >>"$tmp/$app.c"
+  done
+  for k in a b c a.load b.load c.load; do med[$app.$k]="$(median <"$tmp/$app.$k")"; done
+done
+
+# Peer: native CGI (fcgiwrap + nginx, as in bench/gateway/bench.sh).
+(cd "$root/examples" && GOTOOLCHAIN=local GOFLAGS=-mod=mod "$go" build -o "$tmp/native_go" ./go/hello)
+cgi_port="$(free_port)"
+fcgiwrap -c 2 -s "unix:$tmp/fcgiwrap.sock" &
+fcgiwrap_pid=$!
+user_line=""
+[ "$(id -u)" = 0 ] && user_line="user root;"  # workers must reach the private temp dir
+cat >"$tmp/nginx.conf" <<NGINX
+$user_line
+worker_processes 1;
+pid $tmp/nginx.pid;
+error_log $tmp/nginx-error.log;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path $tmp/body;
+  proxy_temp_path $tmp/proxy;
+  fastcgi_temp_path $tmp/fastcgi;
+  uwsgi_temp_path $tmp/uwsgi;
+  scgi_temp_path $tmp/scgi;
+  server {
+    listen 127.0.0.1:$cgi_port;
+    location = /report {
+      include /etc/nginx/fastcgi_params;
+      fastcgi_param SCRIPT_FILENAME $build/bench/coldstart/native_coldstart_report;
+      fastcgi_pass unix:$tmp/fcgiwrap.sock;
+    }
+    location = /go {
+      include /etc/nginx/fastcgi_params;
+      fastcgi_param SCRIPT_FILENAME $tmp/native_go;
+      fastcgi_pass unix:$tmp/fcgiwrap.sock;
+    }
+  }
+}
+NGINX
+for _ in $(seq 100); do [ -S "$tmp/fcgiwrap.sock" ] && break; sleep 0.01; done
+nginx -p "$tmp" -c "$tmp/nginx.conf" -g 'daemon on;' 2>"$tmp/nginx.start.err" || { cat "$tmp/nginx.start.err" >&2; exit 1; }
+for app in report go; do
+  wait_http "http://127.0.0.1:$cgi_port/$app"
+  for r in $(seq "$runs"); do ttfb_ms "http://127.0.0.1:$cgi_port/$app"; done >"$tmp/$app.cgi"
+  med[$app.cgi]="$(median <"$tmp/$app.cgi")"
+done
+
+echo "coldstart: first request to an untouched app on a fresh server, time to first byte (ms), medians of $runs"
+echo "(load: of that time, the module load in the server: cache lookup + map, or compile)"
+printf '%-12s %16s %11s %16s %11s %18s %12s %9s\n' "app" "(a) precompiled" "load" "(b) compile" "load" \
+  "(b) after restart" "native CGI" "(a)/CGI"
+declare -A case_name=([report]="c-$(( size[report] / 1024 ))kb" [go]="go-$(( size[go] / 1024 ))kb")
+{
+  echo "benchmark,case,subject,metric,value,unit"
+  for app in report go; do
+    c="${case_name[$app]}"
+    ratio="$(awk -v a="${med[$app.a]}" -v b="${med[$app.cgi]}" 'BEGIN { printf "%.3f", a / b }')"
+    printf '%-12s %16s %11s %16s %11s %18s %12s %9s\n' "$c" "${med[$app.a]}" "${med[$app.a.load]}" \
+      "${med[$app.b]}" "${med[$app.b.load]}" "${med[$app.c]}" "${med[$app.cgi]}" "$ratio" >&2
+    echo "coldstart,$c,wasmlet,ttfb_precompiled,${med[$app.a]},ms"
+    echo "coldstart,$c,wasmlet,load_precompiled,${med[$app.a.load]},ms"
+    echo "coldstart,$c,wasmlet,load_compile,${med[$app.b.load]},ms"
+    echo "coldstart,$c,wasmlet,load_after_restart,${med[$app.c.load]},ms"
+    echo "coldstart,$c,wasmlet,ttfb_compile,${med[$app.b]},ms"
+    echo "coldstart,$c,wasmlet,ttfb_after_restart,${med[$app.c]},ms"
+    echo "coldstart,$c,cgi,ttfb,${med[$app.cgi]},ms"
+    echo "coldstart,$c,wasmlet,ratio_to_cgi,$ratio,x"
+  done
+} 2>&1 >"$results/coldstart.csv" | cat
+echo "target: (a) <= 1 ms; (b) is the one-time compile, kept in the module cache across restarts"
