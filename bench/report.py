@@ -18,16 +18,16 @@ from collections import OrderedDict
 TARGETS = [
     ("throughput", r"c=\d+", "wasmlet", "ratio_to_nginx", ">=", 0.5, "hello req/s >= 0.5x nginx static"),
     ("throughput", r"c=\d+", "wasmlet", "ratio_to_cgi", ">=", 20, "hello req/s >= 20x native CGI"),
-    ("breakdown", r"store\+instantiate\+run", "wasmlet", "median", "<=", 10, "Store+instantiate+run <= 10 us median"),
-    ("coldstart", r".*precompiled.*", "wasmlet", "first_byte", "<=", 1, "first byte from precompiled cache <= 1 ms"),
-    ("density", r"apps=10000", "wasmlet", "idle_rss", "<=", 1024, "10,000 apps: idle RSS <= 1 GiB"),
-    ("density", r"apps=10000", "wasmlet", "startup", "<=", 5000, "10,000 apps: startup <= 5 s"),
-    ("density", r"apps=10000", "wasmlet", "first_request_p50", "<=", 5, "first request to any app <= 5 ms (precompiled)"),
+    ("breakdown", r"c-hello", "wasmlet", "store_instantiate_run", "<=", 10, "Store+instantiate+run <= 10 us median"),
+    ("coldstart", r"c-\d+kb", "wasmlet", "ttfb_precompiled", "<=", 1, "C app, first byte from precompiled cache <= 1 ms"),
+    ("density", r"apps=10000", "wasmlet", "rss_idle_mib", "<=", 1024, "10,000 apps: idle RSS <= 1 GiB"),
+    ("density", r"apps=10000", "wasmlet", "startup_s", "<=", 5, "10,000 apps: startup <= 5 s"),
+    ("density", r"apps=10000", "wasmlet", "first_p50_ms", "<=", 5, "first request to any app <= 5 ms (precompiled)"),
     ("compute", r".*", "wasmlet", "ratio_to_native", "<=", 1.5, "compute <= 1.5x native"),
-    ("hostile", r".*", "wasmlet", "p99_ratio", "<=", 2, "hello p99 under hostile load <= 2x unloaded"),
+    ("hostile_p99", r".*", "wasmlet", "ratio_to_unloaded", "<=", 2, "hello p99 under hostile load <= 2x unloaded"),
 ]
 
-ORDER = ["throughput", "breakdown", "coldstart", "density", "compute", "process", "hostile"]
+ORDER = ["throughput", "breakdown", "coldstart", "density", "compute", "process", "hostile_p99"]
 
 
 def load(results):

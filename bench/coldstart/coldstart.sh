@@ -42,9 +42,30 @@ wait_http() {
   for _ in $(seq 1 2000); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.005; done
   echo "coldstart: $1 did not come up" >&2; return 1
 }
-ttfb_ms() {  # first byte of one GET, in ms (curl's time_starttransfer; includes the connect)
-  curl -sS -o /dev/null -w '%{http_code} %{time_starttransfer}\n' "$1" |
-    awk -v url="$1" '$1 != 200 { print "coldstart: " url " answered " $1 > "/dev/stderr"; exit 1 } { printf "%.3f\n", $2 * 1000 }'
+# ttfb_ms URL: first byte of one GET in ms, timed from sending the request on an open
+# connection (the TCP handshake and client start-up are not the server's cold start), for
+# wasmlet and the CGI peer alike. Fails unless the answer is 200.
+ttfb_ms() {
+  python3 - "$1" <<'PY'
+import socket, sys, time, urllib.parse
+u = urllib.parse.urlsplit(sys.argv[1])
+s = socket.create_connection((u.hostname, u.port))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+req = f"GET {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nConnection: close\r\n\r\n".encode()
+t = time.perf_counter()
+s.sendall(req)
+data = s.recv(65536)
+ms = (time.perf_counter() - t) * 1000
+while True:
+    more = s.recv(65536)
+    if not more:
+        break
+    data += more
+status = data.split(b"\r\n", 1)[0]
+if b" 200 " not in status + b" ":
+    sys.exit(f"coldstart: {sys.argv[1]} answered {status.decode(errors='replace')}")
+print(f"{ms:.3f}")
+PY
 }
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
@@ -64,15 +85,17 @@ size[report]=$(stat -c %s "$tmp/report.wasm")
 size[go]=$(stat -c %s "$tmp/go.wasm")
 
 # Starts a lazy-loading server on CACHE, waits for /healthz, prints the first-request TTFB of
-# ROUTE, stops the server. The module's load time (cache lookup + map, or compile; from the
+# ROUTE, appends the TTFB of a second request (warm: the guest's own run time) to WARMFILE,
+# stops the server. The module's load time (cache lookup + map, or compile; from the
 # server's debug line "route R: loaded FILE in X ms") is appended to LOADFILE.
-first_request() {  # cache route loadfile
+first_request() {  # cache route loadfile [warmfile]
   local port; port="$(free_port)"
   "$wasmlet" --log-level debug serve -c "$tmp/modules.toml" --module-cache "$1" -l "127.0.0.1:$port" --no-watch \
     >/dev/null 2>"$tmp/serve.err" &
   server_pid=$!
   wait_http "http://127.0.0.1:$port/healthz"
   ttfb_ms "http://127.0.0.1:$port/$2"
+  if [ -n "${4:-}" ]; then ttfb_ms "http://127.0.0.1:$port/$2" >>"$4"; fi
   kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
   server_pid=""
   sed -n "s|.*route /$2: loaded .* in \([0-9.]*\)ms.*|\1|p" "$tmp/serve.err" | head -1 >>"$3"
@@ -82,13 +105,13 @@ first_request() {  # cache route loadfile
 "$wasmlet" --log-level warn serve --check -c "$tmp/modules.toml" --module-cache "$tmp/cache-warm" >/dev/null
 declare -A med
 for app in report go; do
-  for r in $(seq "$runs"); do first_request "$tmp/cache-warm" "$app" "$tmp/$app.a.load"; done >"$tmp/$app.a"
+  for r in $(seq "$runs"); do first_request "$tmp/cache-warm" "$app" "$tmp/$app.a.load" "$tmp/$app.warm"; done >"$tmp/$app.a"
   for r in $(seq "$runs"); do
     first_request "$tmp/cache-cold-$app-$r" "$app" "$tmp/$app.b.load" >>"$tmp/$app.b"
     # restarted on that cache: the compile is not repeated
     first_request "$tmp/cache-cold-$app-$r" "$app" "$tmp/$app.c.load" >>"$tmp/$app.c"
   done
-  for k in a b c a.load b.load c.load; do med[$app.$k]="$(median <"$tmp/$app.$k")"; done
+  for k in a b c a.load b.load c.load warm; do med[$app.$k]="$(median <"$tmp/$app.$k")"; done
 done
 
 # Peer: native CGI (fcgiwrap + nginx, as in bench/gateway/bench.sh).
@@ -135,8 +158,9 @@ for app in report go; do
 done
 
 echo "coldstart: first request to an untouched app on a fresh server, time to first byte (ms), medians of $runs"
-echo "(load: of that time, the module load in the server: cache lookup + map, or compile)"
-printf '%-12s %16s %11s %16s %11s %18s %12s %9s\n' "app" "(a) precompiled" "load" "(b) compile" "load" \
+echo "(load: of that time, the module load in the server: cache lookup + map, or compile;"
+echo " warm: a second request to the same app, i.e. the guest's own run time plus the gateway)"
+printf '%-12s %16s %11s %9s %16s %11s %18s %12s %9s\n' "app" "(a) precompiled" "load" "warm" "(b) compile" "load" \
   "(b) after restart" "native CGI" "(a)/CGI"
 declare -A case_name=([report]="c-$(( size[report] / 1024 ))kb" [go]="go-$(( size[go] / 1024 ))kb")
 {
@@ -144,10 +168,11 @@ declare -A case_name=([report]="c-$(( size[report] / 1024 ))kb" [go]="go-$(( siz
   for app in report go; do
     c="${case_name[$app]}"
     ratio="$(awk -v a="${med[$app.a]}" -v b="${med[$app.cgi]}" 'BEGIN { printf "%.3f", a / b }')"
-    printf '%-12s %16s %11s %16s %11s %18s %12s %9s\n' "$c" "${med[$app.a]}" "${med[$app.a.load]}" \
+    printf '%-12s %16s %11s %9s %16s %11s %18s %12s %9s\n' "$c" "${med[$app.a]}" "${med[$app.a.load]}" "${med[$app.warm]}" \
       "${med[$app.b]}" "${med[$app.b.load]}" "${med[$app.c]}" "${med[$app.cgi]}" "$ratio" >&2
     echo "coldstart,$c,wasmlet,ttfb_precompiled,${med[$app.a]},ms"
     echo "coldstart,$c,wasmlet,load_precompiled,${med[$app.a.load]},ms"
+    echo "coldstart,$c,wasmlet,ttfb_warm,${med[$app.warm]},ms"
     echo "coldstart,$c,wasmlet,load_compile,${med[$app.b.load]},ms"
     echo "coldstart,$c,wasmlet,load_after_restart,${med[$app.c.load]},ms"
     echo "coldstart,$c,wasmlet,ttfb_compile,${med[$app.b]},ms"

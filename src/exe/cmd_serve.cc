@@ -1,6 +1,7 @@
 // `wasmlet serve`: the WAGI-compatible HTTP gateway (docs/gateway.md).
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -183,7 +184,9 @@ int DoServe(const ServeOptions& o) {
   // --check and --preload load every module now (compiling what the cache lacks, in parallel),
   // so a broken module fails here instead of on its first request.
   const bool preload = o.check || o.preload;
-  const size_t load_threads = workers;  // instance slots are sized by workers (_routes runs guests)
+  // Loading is CPU-bound: no more threads than CPUs (and never more than the instance slots,
+  // which are sized by workers: `_routes` runs guests).
+  const size_t load_threads = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, workers);
   auto snapshot = LoadAll(config_path, **rt, o.log_dir, preload, load_threads);
   if (!snapshot.ok()) return ReportError(snapshot.error().ToString(), kExitFailure);
   for (const auto& w : (*snapshot)->config.warnings) WLOG_WARN("{}", w);
@@ -196,6 +199,7 @@ int DoServe(const ServeOptions& o) {
 
   gateway::Gateway gw(**rt, gopts);
   gw.SetSnapshot(*snapshot);
+  gw.WarmUp();
 
   std::mutex reload_mu;
   auto reload = [&] {

@@ -245,6 +245,10 @@ class Gateway {
   void Handle(RequestInfo request, std::string body, std::shared_ptr<ResponseSink> sink);
 
   std::string MetricsText() const;
+  // Runs a tiny built-in guest once on every worker, so that the first real request does not
+  // pay for one-time setup (code pages faulted in, per-thread runtime state, the first instance
+  // slot). Takes a few milliseconds; `wasmlet serve` calls it before it starts listening.
+  void WarmUp();
   // Lets queued jobs finish and joins the workers.
   void Shutdown();
   const GatewayOptions& options() const { return options_; }
@@ -280,6 +284,8 @@ class Gateway {
   std::atomic<uint64_t> running_{0};
   std::atomic<uint64_t> app_loads_ok_{0};
   std::atomic<uint64_t> app_loads_failed_{0};
+  // What WarmUp added to the runtime's counters (not the user's modules: left out of /metrics).
+  runtime::RuntimeStats warm_up_stats_;
   std::unique_ptr<WorkerPool> pool_;
 };
 
