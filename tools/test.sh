@@ -21,7 +21,7 @@ if (($#)); then stages="${WASMLET_TEST_STAGES:-main}"; else stages="${WASMLET_TE
 # pool (unit + e2e), the node agent's list/watch and pod helpers, the store. Wasmtime
 # (Rust) is not instrumented, so tests that mostly run guest code add little and are left to
 # ASan; the OCI e2e tests need a registry and are I/O-bound (also covered by main and ASan).
-TSAN_TESTS='^(Gateway[A-Za-z0-9]*|ResponseWriterTest|HostileTraffic|RouterTest|CgiTest|ConfigTest|HeadParserTest|SnapshotTest|RoutesOutputTest|TimerThreadTest|KubeClient|KubeConfig|NodeAgent|PodUtil|ContainerLog|StoreTest)\.|^fuzz_replay_'
+TSAN_TESTS='^(Gateway[A-Za-z0-9]*|WorkerPoolTest|ResponseWriterTest|HostileTraffic|RouterTest|CgiTest|ConfigTest|HeadParserTest|SnapshotTest|RoutesOutputTest|TimerThreadTest|KubeClient|KubeConfig|NodeAgent|PodUtil|ContainerLog|StoreTest)\.|^fuzz_replay_'
 # ASan runs every test except these, whose assertions measure what ASan itself changes:
 # - the hostile-module flood tests bound the server's RSS growth (64 MiB); ASan's quarantine
 #   keeps up to 256 MiB of freed memory and its redzones and shadow add more (100-330 MiB seen);

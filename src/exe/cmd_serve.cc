@@ -47,6 +47,7 @@ struct ServeOptions {
   std::string shutdown_grace = "10s";
   size_t max_connections = 0;  // 0 = from the descriptor limit (gateway::DefaultMaxConnections)
   std::string header_timeout = "10s";
+  std::string background_after = "50ms";
   std::string body_timeout = "60s";
   std::string idle_timeout = "60s";
   std::string write_timeout = "60s";
@@ -167,6 +168,11 @@ int DoServe(const ServeOptions& o) {
   gopts.stream.hold_time = *hold_time;
   gopts.workers = o.workers;
   gopts.queue_limit = std::max<size_t>(1, o.queue);
+  auto background_after = gateway::ParseDuration(o.background_after);
+  if (!background_after.ok()) {
+    return ReportError("usage error: --background-after: " + background_after.error().message, kExitUsage);
+  }
+  gopts.background_after = std::chrono::duration_cast<std::chrono::milliseconds>(*background_after);
   std::string listen = o.listen;
   gopts.default_host = o.hostname.empty() ? "localhost:3000" : o.hostname;
 
@@ -318,6 +324,9 @@ const CommandRegistration kServe({
           cmd->add_flag("--preload", o->preload,
                         "Load every module at startup and reload (fail on a broken one) instead of on first request");
           cmd->add_option("--workers", o->workers, "Threads running guest code (default: 4 x CPUs, min 8)");
+          cmd->add_option("--background-after", o->background_after,
+                          "Run a guest that is still busy after this long at the lowest CPU priority (nice 19), so "
+                          "short requests go first (0 = never)")->capture_default_str();
           cmd->add_option("--queue", o->queue, "Requests waiting for a worker before 503")->capture_default_str();
           cmd->add_option("--io-threads", o->io_threads, "Network I/O threads")->capture_default_str();
           cmd->add_option("--max-body", o->max_body, "Largest request body (413 above)")->capture_default_str();

@@ -451,7 +451,12 @@ Status PreloadSnapshot(Snapshot& snapshot, runtime::Runtime& runtime, size_t thr
   return OkStatus();
 }
 
+namespace {
+thread_local bool retire_this_thread = false;
+}  // namespace
+
 WorkerPool::WorkerPool(size_t threads, size_t queue_limit) : queue_limit_(queue_limit) {
+  std::lock_guard lock(mu_);
   for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { Loop(); });
 }
 
@@ -463,10 +468,25 @@ void WorkerPool::Stop() {
     stopping_ = true;
   }
   cv_.notify_all();
-  for (auto& t : threads_) {
+  // No thread is added or retired once stopping_ is set, so the lists are stable now.
+  std::vector<std::thread> all;
+  {
+    std::lock_guard lock(mu_);
+    all = std::move(threads_);
+    for (auto& t : retired_) all.push_back(std::move(t));
+    retired_.clear();
+  }
+  for (auto& t : all) {
     if (t.joinable()) t.join();
   }
 }
+
+size_t WorkerPool::threads() const {
+  std::lock_guard lock(mu_);
+  return threads_.size();
+}
+
+void WorkerPool::RetireCurrentThread() { retire_this_thread = true; }
 
 bool WorkerPool::TryPost(std::function<void()> job) {
   {
@@ -494,6 +514,24 @@ void WorkerPool::Loop() {
       queue_.pop_front();
     }
     job();
+    if (retire_this_thread) {
+      retire_this_thread = false;
+      std::vector<std::thread> finished;
+      {
+        std::lock_guard lock(mu_);
+        if (stopping_) continue;  // Stop joins this thread with the others
+        auto self = std::find_if(threads_.begin(), threads_.end(),
+                                 [](const std::thread& t) { return t.get_id() == std::this_thread::get_id(); });
+        if (self == threads_.end()) continue;
+        // Threads retired before this one have left Loop; join them outside the lock.
+        finished = std::move(retired_);
+        retired_.clear();
+        retired_.push_back(std::move(*self));
+        *self = std::thread([this] { Loop(); });
+      }
+      for (auto& t : finished) t.join();
+      return;
+    }
   }
 }
 
@@ -833,10 +871,12 @@ void Gateway::Run(std::shared_ptr<const Snapshot> snapshot, std::shared_ptr<cons
   inv.stderr_callback = log != nullptr ? log->ForRequest() : [](std::string_view) { return true; };
   inv.limits.memory_bytes = config.limits.memory_bytes;
   inv.limits.timeout = config.limits.timeout;
+  inv.background_after = options_.background_after;
 
   running_.fetch_add(1);
   writer->Start(timers_);
   auto result = app.loaded()->module->Invoke(inv);
+  if (result.ok() && !result->priority_restored) WorkerPool::RetireCurrentThread();
   running_.fetch_sub(1);
   app.active.fetch_sub(1);
 

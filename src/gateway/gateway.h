@@ -186,8 +186,11 @@ class WorkerPool {
   // False when the queue is full (the caller answers 503).
   bool TryPost(std::function<void()> job);
   size_t queue_depth() const;
-  size_t threads() const { return threads_.size(); }
+  size_t threads() const;
   void Stop();
+  // Called from a job: once the job returns, its thread ends and a fresh one takes its place
+  // (for a thread left in the background by a guest, whose priority could not be restored).
+  static void RetireCurrentThread();
 
  private:
   void Loop();
@@ -196,7 +199,8 @@ class WorkerPool {
   std::condition_variable cv_;
   std::deque<std::function<void()>> queue_;  // guarded by mu_
   bool stopping_ = false;                    // guarded by mu_
-  std::vector<std::thread> threads_;
+  std::vector<std::thread> threads_;         // guarded by mu_
+  std::vector<std::thread> retired_;         // ended (or ending) threads to join; guarded by mu_
 };
 
 // Prometheus counters and a latency histogram.
@@ -231,6 +235,9 @@ struct GatewayOptions {
   size_t workers = 0;        // 0 = number of CPUs
   size_t queue_limit = 1024;
   bool metrics = true;       // serve /metrics (unless a route claims it exactly)
+  // A guest running longer than this continues in the background (nice 19), so short
+  // requests keep the CPU while long or hostile ones spin; zero = never (--background-after).
+  std::chrono::milliseconds background_after{50};
 };
 
 class Gateway {

@@ -2,7 +2,9 @@
 // parsing, routing, CGI mapping, the response parser and the streaming state machine.
 #include <gtest/gtest.h>
 
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
 #include <fstream>
 #include <thread>
 #include <unistd.h>
@@ -122,6 +124,42 @@ class ConfigTest : public ::testing::Test {
   }
   fs::path dir_;
 };
+
+TEST(WorkerPoolTest, ARetiredThreadIsReplacedAndJobsKeepRunning) {
+  WorkerPool pool(2, 100);
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0, on_retired_thread = 0;
+  static thread_local bool retired = false;
+  auto run = [&](bool retire) {
+    ASSERT_TRUE(pool.TryPost([&, retire] {
+      std::lock_guard lock(mu);
+      on_retired_thread += retired;
+      if (retire) {
+        WorkerPool::RetireCurrentThread();
+        retired = true;
+      }
+      ++done;
+      cv.notify_all();
+    }));
+  };
+  // Each retiring job ends its thread and a fresh one replaces it: no job ever runs on a
+  // thread that retired, and the pool keeps its size.
+  for (int i = 1; i <= 5; ++i) {
+    run(true);
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return done == i; }));
+  }
+  EXPECT_EQ(pool.threads(), 2u);
+  for (int i = 0; i < 50; ++i) run(false);
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return done == 55; }));
+  }
+  EXPECT_EQ(on_retired_thread, 0);
+  EXPECT_EQ(pool.threads(), 2u);
+  pool.Stop();  // joins the workers and the retired threads
+}
 
 TEST_F(ConfigTest, AllWagiKeysAndExtensions) {
   auto c = Parse(R"(

@@ -92,6 +92,10 @@ struct InvokeRequest {
   std::shared_ptr<CancelToken> cancel;
   // Fill InvokeResult::phases (a few clock reads; off on the request path).
   bool measure_phases = false;
+  // A guest still running wasm code after this long moves its thread to the background
+  // (nice 19) until the invocation ends, so that short requests keep the CPU when long or
+  // hostile ones compete for it. Zero = never.
+  std::chrono::milliseconds background_after{0};
 };
 
 enum class Outcome {
@@ -122,6 +126,11 @@ struct InvokeResult {
   uint64_t memory_bytes = 0;  // linear memory size at the end
   std::chrono::nanoseconds duration{0};
   InvokePhases phases;  // zero unless InvokeRequest::measure_phases
+  // InvokeRequest::background_after passed: the thread ran the rest of the guest in the
+  // background. If its priority could not be raised again afterwards (no CAP_SYS_NICE and a
+  // low RLIMIT_NICE), priority_restored is false and the thread is still in the background.
+  bool backgrounded = false;
+  bool priority_restored = true;
 
   bool success() const { return outcome == Outcome::kExited && exit_code == 0; }
   // One line: "exited with code 3", "trapped: wasm `unreachable` instruction executed", ...

@@ -2,7 +2,10 @@
 #include <gtest/gtest.h>
 
 #include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -184,6 +187,49 @@ TEST_F(RuntimeTest, DeadlineStopsInfiniteLoopAndOthersStillRun) {
   EXPECT_GE(spun.result.duration, std::chrono::milliseconds(100));
   EXPECT_LT(spun.result.duration, std::chrono::seconds(5));
   EXPECT_TRUE(greeted.result.success());
+}
+
+TEST_F(RuntimeTest, LongRunningGuestMovesToTheBackgroundAndBack) {
+  auto loop = Load("loop.wasm");
+  auto hello = Load("hello.wasm");
+  ASSERT_TRUE(loop && hello);
+  InvokeRequest req;
+  req.limits.timeout = std::chrono::milliseconds(400);
+  req.background_after = std::chrono::milliseconds(20);
+  std::atomic<pid_t> tid{0};
+  std::atomic<bool> ended{false};
+  Run spun;
+  int nice_before = 0, nice_after = -1;
+  std::thread t([&] {
+    nice_before = getpriority(PRIO_PROCESS, 0);
+    tid = static_cast<pid_t>(syscall(SYS_gettid));
+    spun = Invoke(*loop, req);
+    nice_after = getpriority(PRIO_PROCESS, static_cast<id_t>(tid.load()));
+    ended = true;
+  });
+  // Seen from outside while it spins: the guest's thread is in the background.
+  bool seen_idle = false;  // at nice 19
+  while (!ended && !seen_idle) {
+    if (tid != 0) seen_idle = getpriority(PRIO_PROCESS, static_cast<id_t>(tid.load())) == 19;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  t.join();
+  EXPECT_TRUE(seen_idle);
+  EXPECT_EQ(spun.result.outcome, Outcome::kTimedOut) << spun.result.Describe();
+  EXPECT_TRUE(spun.result.backgrounded);
+  // Back in the foreground afterwards, where the process may raise its priority again.
+  rlimit nice{};
+  getrlimit(RLIMIT_NICE, &nice);
+  if (geteuid() == 0 || nice.rlim_cur >= 20) {
+    EXPECT_TRUE(spun.result.priority_restored);
+    EXPECT_EQ(nice_after, nice_before);
+  } else {
+    EXPECT_EQ(spun.result.priority_restored, nice_after == nice_before);
+  }
+  // A short guest never leaves the foreground.
+  auto greeted = Invoke(*hello, req);
+  EXPECT_TRUE(greeted.result.success());
+  EXPECT_FALSE(greeted.result.backgrounded);
 }
 
 TEST_F(RuntimeTest, MemoryLimitIsReported) {
