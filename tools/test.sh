@@ -23,7 +23,8 @@ if (($#)); then stages="${WASMLET_TEST_STAGES:-main}"; else stages="${WASMLET_TE
 # ASan; the OCI e2e tests need a registry and are I/O-bound (also covered by main and ASan).
 TSAN_TESTS='^(Gateway[A-Za-z0-9]*|WorkerPoolTest|ResponseWriterTest|HostileTraffic|RouterTest|CgiTest|ConfigTest|HeadParserTest|SnapshotTest|RoutesOutputTest|TimerThreadTest|KubeClient|KubeConfig|NodeAgent|PodUtil|ContainerLog|StoreTest)\.|^fuzz_replay_'
 # ASan runs every test except these, whose assertions measure what ASan itself changes:
-# - the hostile-module flood tests bound the server's RSS growth (64 MiB); ASan's quarantine
+# - the hostile-module flood tests bound the server's RSS growth (64 MiB; skipped under ASan, see
+#   tests/hostile/hostile_util.h, for the other RSS checks); ASan's quarantine
 #   keeps up to 256 MiB of freed memory and its redzones and shadow add more (100-330 MiB seen);
 # - StreamingFirstBytes... asserts the first bytes arrive within 1 s; Debug + ASan compile and
 #   run the guest several times slower (1.3 s seen on this 2-core machine).

@@ -200,8 +200,9 @@ int DoNode(const NodeCmdOptions& o) {
   agent_thread.join();
   pod_thread.join();
   pods.Shutdown();
-  // Guests still running on their threads die with the process (as a kubelet's containers
-  // would not; documented in docs/node.md). Skip static destructors under their feet.
+  // Shutdown cancelled every guest and waited (at most 5 s) for them to end and report; a guest
+  // thread still unwinding then ends with the process (docs/node.md). Skip static destructors
+  // under its feet.
   spdlog::shutdown();
   std::fflush(stdout);
   std::fflush(stderr);

@@ -611,7 +611,10 @@ class GatewayTest : public ::testing::Test {
             req.stdout_callback("/sub sub\n");
             return Exited();
           }
-          last_ = req;
+          {
+            std::lock_guard lock(last_mu_);  // requests run on two workers at once
+            last_ = req;
+          }
           std::string body = "Content-Type: text/plain\n\n" + req.entrypoint + ":" + req.stdin_data;
           req.stdout_callback(body);
           if (req.stdin_data == "trap") {
@@ -654,7 +657,8 @@ class GatewayTest : public ::testing::Test {
 
   FakeRuntime rt_;
   std::unique_ptr<Gateway> gateway_;
-  runtime::InvokeRequest last_;
+  std::mutex last_mu_;
+  runtime::InvokeRequest last_;  // guarded by last_mu_ while requests run
 };
 
 TEST_F(GatewayTest, DispatchesToTheModuleWithBodyAndEnv) {

@@ -532,6 +532,9 @@ class WasmtimeRuntime final : public Runtime {
     config.cranelift_opt_level(wasmtime::OptLevel::Speed);
     config.epoch_interruption(true);
     config.memory_init_cow(true);
+#ifdef WASMLET_SERIAL_COMPILATION
+    config.parallel_compilation(false);
+#endif
     wasmtime::PoolAllocationConfig pool;
     pool.total_core_instances(options.max_instances);
     pool.total_memories(options.max_instances);
