@@ -466,8 +466,8 @@ void WorkerPool::Stop() {
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
+    for (Idle* idle : idle_) idle->cv.notify_one();
   }
-  cv_.notify_all();
   // No thread is added or retired once stopping_ is set, so the lists are stable now.
   std::vector<std::thread> all;
   {
@@ -491,10 +491,18 @@ void WorkerPool::RetireCurrentThread() { retire_this_thread = true; }
 bool WorkerPool::TryPost(std::function<void()> job) {
   {
     std::lock_guard lock(mu_);
-    if (stopping_ || queue_.size() >= queue_limit_) return false;
+    if (stopping_) return false;
+    if (!idle_.empty()) {
+      Idle* idle = idle_.back();
+      idle_.pop_back();
+      idle->job = std::move(job);
+      idle->has_job = true;
+      idle->cv.notify_one();  // under the lock: the waiter's Idle lives on its stack
+      return true;
+    }
+    if (queue_.size() >= queue_limit_) return false;
     queue_.push_back(std::move(job));
   }
-  cv_.notify_one();
   return true;
 }
 
@@ -504,14 +512,27 @@ size_t WorkerPool::queue_depth() const {
 }
 
 void WorkerPool::Loop() {
+  Idle self;
   for (;;) {
     std::function<void()> job;
     {
       std::unique_lock lock(mu_);
-      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping and drained
-      job = std::move(queue_.front());
-      queue_.pop_front();
+      if (!queue_.empty()) {
+        job = std::move(queue_.front());
+        queue_.pop_front();
+      } else if (stopping_) {
+        return;  // stopping and drained
+      } else {
+        idle_.push_back(&self);
+        self.cv.wait(lock, [&] { return self.has_job || stopping_; });
+        if (!self.has_job) {  // stopping: TryPost hands nothing over any more
+          idle_.erase(std::find(idle_.begin(), idle_.end(), &self));
+          continue;  // drain what is queued, then return
+        }
+        job = std::move(self.job);
+        self.job = nullptr;
+        self.has_job = false;
+      }
     }
     job();
     if (retire_this_thread) {
@@ -520,14 +541,14 @@ void WorkerPool::Loop() {
       {
         std::lock_guard lock(mu_);
         if (stopping_) continue;  // Stop joins this thread with the others
-        auto self = std::find_if(threads_.begin(), threads_.end(),
+        auto mine = std::find_if(threads_.begin(), threads_.end(),
                                  [](const std::thread& t) { return t.get_id() == std::this_thread::get_id(); });
-        if (self == threads_.end()) continue;
+        if (mine == threads_.end()) continue;
         // Threads retired before this one have left Loop; join them outside the lock.
         finished = std::move(retired_);
         retired_.clear();
-        retired_.push_back(std::move(*self));
-        *self = std::thread([this] { Loop(); });
+        retired_.push_back(std::move(*mine));
+        *mine = std::thread([this] { Loop(); });
       }
       for (auto& t : finished) t.join();
       return;

@@ -178,7 +178,11 @@ Status PreloadSnapshot(Snapshot& snapshot, runtime::Runtime& runtime, size_t thr
 Result<std::vector<std::pair<std::string, std::string>>> ParseRoutesOutput(std::string_view output,
                                                                             const std::string& module);
 
-// A fixed set of threads taking jobs from a bounded FIFO queue.
+// A fixed set of threads taking jobs from a bounded FIFO queue. A job goes straight to the
+// most recently idle thread (LIFO): under steady load the same few threads, as many as the
+// CPUs keep busy, do the work with warm caches, and the others wait until guests that sleep or
+// block hold those (a FIFO wake-up would rotate through every thread, costing a third of the
+// throughput at 8 threads on 2 CPUs).
 class WorkerPool {
  public:
   WorkerPool(size_t threads, size_t queue_limit);
@@ -194,10 +198,16 @@ class WorkerPool {
 
  private:
   void Loop();
+  // A thread waiting for work; lives on its stack.
+  struct Idle {
+    std::condition_variable cv;
+    std::function<void()> job;  // handed over by TryPost; guarded by mu_
+    bool has_job = false;       // guarded by mu_
+  };
   const size_t queue_limit_;
   mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> queue_;  // guarded by mu_
+  std::vector<Idle*> idle_;                  // waiting threads, most recent last; guarded by mu_
+  std::deque<std::function<void()>> queue_;  // jobs no thread was free for; guarded by mu_
   bool stopping_ = false;                    // guarded by mu_
   std::vector<std::thread> threads_;         // guarded by mu_
   std::vector<std::thread> retired_;         // ended (or ending) threads to join; guarded by mu_
