@@ -17,6 +17,7 @@
 #include <boost/beast/http.hpp>
 
 #include "gateway/cgi.h"
+#include "gateway/http_request.h"
 #include "gateway/router.h"
 #include "gateway/server.h"
 
@@ -68,18 +69,10 @@ void CheckStrings(const EnvList& env, const std::vector<std::string>& argv) {
 }
 
 void MapRequest(const http::request<http::string_body>& req) {
-  // As Session::OnRequest in gateway/server.cc.
-  RequestInfo info;
-  info.method = std::string(req.method_string());
-  info.target = std::string(req.target());
-  info.protocol = req.version() == 10 ? "HTTP/1.0" : "HTTP/1.1";
-  for (const auto& field : req) {
-    info.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
-  }
-  info.body_size = req.body().size();
+  // The server's own mapping (Session::OnRequest), plus the connection's side.
+  RequestInfo info = RequestInfoOf(req);
   info.remote_addr = "127.0.0.1";
   info.local_port = 3000;
-  info.keep_alive = req.keep_alive();
 
   auto match = SharedRouter().Match(PathOf(info.target));
   if (!match) return;

@@ -37,11 +37,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() {
-  for _ in $(seq 1 2000); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.005; done
-  echo "coldstart: $1 did not come up" >&2; return 1
-}
+source "$root/bench/lib.sh"
 # ttfb_ms URL: first byte of one GET in ms, timed from sending the request on an open
 # connection (the TCP handshake and client start-up are not the server's cold start), for
 # wasmlet and the CGI peer alike. Fails unless the answer is 200.
@@ -67,7 +63,6 @@ if b" 200 " not in status + b" ":
 print(f"{ms:.3f}")
 PY
 }
-median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 cp "$build/guests/coldstart_report.wasm" "$tmp/report.wasm"
 cp "$build/examples/go_hello.wasm" "$tmp/go.wasm"

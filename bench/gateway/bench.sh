@@ -35,11 +35,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() {
-  for _ in $(seq 1 100); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
-  echo "bench: $1 did not come up" >&2; return 1
-}
+source "$root/bench/lib.sh"
 
 # 1. wasmlet (warn level: no access log line per request, like nginx's access_log off).
 wasmlet_port="$(free_port)"

@@ -48,13 +48,13 @@ memory_limit = "64MiB"'
 } >"$tmp/modules.toml"
 hostile_urls=(/loop /hog /recurse "/flood?stdout" "/flood?stderr=0" "/sleep?sleep")
 
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+source "$root/bench/lib.sh"
+port="$(free_port)"
 "$build/src/exe/wasmlet" --log-level warn serve -c "$tmp/modules.toml" -l "127.0.0.1:$port" \
   --log-dir "$tmp/logs" --module-cache "$tmp/cache" ${WASMLET_ARGS:-} >"$tmp/wasmlet.out" 2>"$tmp/wasmlet.err" &
 pids+=($!)
 base="http://127.0.0.1:$port"
-for _ in $(seq 1 100); do curl -fsS -o /dev/null "$base/hello" 2>/dev/null && break; sleep 0.1; done
-curl -fsS -o /dev/null "$base/hello" || { echo "bench: the server did not come up" >&2; cat "$tmp/wasmlet.err" >&2; exit 1; }
+wait_http "$base/hello" || { cat "$tmp/wasmlet.err" >&2; exit 1; }
 
 # wrk's "99%" latency line -> milliseconds.
 p99() {
@@ -68,7 +68,6 @@ for line in sys.stdin:
         break
 '
 }
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 curl -s -o /dev/null "$base/hello"
 unloaded=()
@@ -87,8 +86,8 @@ hostile_done="$(grep -c '' "$tmp/wasmlet.err" || true)"
 for pid in "${loaders[@]}"; do kill "$pid" 2>/dev/null || true; done
 loaders=()
 
-u="$(median "${unloaded[@]}")"
-l="$(median "${loaded[@]}")"
+u="$(printf '%s\n' "${unloaded[@]}" | median)"
+l="$(printf '%s\n' "${loaded[@]}" | median)"
 ratio="$(python3 -c "print(f'{$l / $u:.2f}')")"
 printf '\nhello p99 (wrk -c%s, %s, median of %s runs; %s hostile client(s) per route)\n' \
   "$connections" "$duration" "$runs" "$hostile_clients"

@@ -677,11 +677,7 @@ void Gateway::WarmUp() {
   // Every job ends (a 5 s guest limit, a 200 ms wait): wait for all, they use our locals.
   std::unique_lock lock(mu);
   cv.wait(lock, [&] { return finished >= posted; });
-  const runtime::RuntimeStats after = runtime_.Stats();
-  warm_up_stats_.modules_compiled += after.modules_compiled - before.modules_compiled;
-  warm_up_stats_.disk_cache_hits += after.disk_cache_hits - before.disk_cache_hits;
-  warm_up_stats_.memory_cache_hits += after.memory_cache_hits - before.memory_cache_hits;
-  warm_up_stats_.instances_total += after.instances_total - before.instances_total;
+  warm_up_stats_ = runtime_.Stats() - before;
   if (failed != 0) WLOG_WARN("warm-up: {} of {} runs of the built-in guest failed", failed, workers);
   WLOG_DEBUG("warm-up: {} workers in {:.3f}ms", workers,
              std::chrono::duration<double, std::milli>(Clock::now() - begin).count());
@@ -711,12 +707,7 @@ std::string Gateway::MetricsText() const {
   }
   gauges.app_loads_ok = app_loads_ok_.load();
   gauges.app_loads_failed = app_loads_failed_.load();
-  runtime::RuntimeStats stats = runtime_.Stats();
-  stats.modules_compiled -= warm_up_stats_.modules_compiled;
-  stats.disk_cache_hits -= warm_up_stats_.disk_cache_hits;
-  stats.memory_cache_hits -= warm_up_stats_.memory_cache_hits;
-  stats.instances_total -= warm_up_stats_.instances_total;
-  return metrics_.Text(stats, gauges);
+  return metrics_.Text(runtime_.Stats() - warm_up_stats_, gauges);
 }
 
 void Gateway::Log(const RequestInfo& request, const std::string& route, int status, uint64_t bytes,

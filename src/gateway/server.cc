@@ -1,4 +1,5 @@
 #include "gateway/server.h"
+#include "gateway/http_request.h"
 
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
@@ -20,6 +21,20 @@
 #include "util/log.h"
 
 namespace wasmlet::gateway {
+
+RequestInfo RequestInfoOf(const boost::beast::http::request<boost::beast::http::string_body>& req) {
+  RequestInfo info;
+  info.method = std::string(req.method_string());
+  info.target = std::string(req.target());
+  info.protocol = req.version() == 10 ? "HTTP/1.0" : "HTTP/1.1";
+  for (const auto& field : req) {
+    info.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+  }
+  info.body_size = req.body().size();
+  info.keep_alive = req.keep_alive();
+  return info;
+}
+
 namespace {
 
 namespace net = boost::asio;
@@ -310,18 +325,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     Lowest().expires_never();
     auto req = parser_->release();
     parser_.reset();
-    RequestInfo info;
-    info.method = std::string(req.method_string());
-    info.target = std::string(req.target());
-    info.protocol = req.version() == 10 ? "HTTP/1.0" : "HTTP/1.1";
-    for (const auto& field : req) {
-      info.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
-    }
-    info.body_size = req.body().size();
+    RequestInfo info = RequestInfoOf(req);
     info.remote_addr = remote_;
     info.local_port = local_port_;
     info.tls = kTls;
-    info.keep_alive = req.keep_alive() && !shared_.draining.load();
+    info.keep_alive = info.keep_alive && !shared_.draining.load();
     close_after_ = !info.keep_alive;
     complete_pending_ = false;
     sink_ = std::make_shared<SessionSink>(this->shared_from_this());

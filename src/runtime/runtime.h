@@ -158,6 +158,13 @@ struct RuntimeStats {
   uint64_t memory_cache_hits = 0;     // served from the in-process module table
   uint64_t instances_running = 0;
   uint64_t instances_total = 0;
+
+  // Counter by counter: what happened between two readings (later - earlier).
+  RuntimeStats operator-(const RuntimeStats& earlier) const {
+    return {modules_compiled - earlier.modules_compiled, disk_cache_hits - earlier.disk_cache_hits,
+            memory_cache_hits - earlier.memory_cache_hits, instances_running - earlier.instances_running,
+            instances_total - earlier.instances_total};
+  }
 };
 
 struct RuntimeOptions {
