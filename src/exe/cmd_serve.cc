@@ -40,7 +40,8 @@ struct ServeOptions {
   bool preload = false;
   size_t workers = 0;
   size_t queue = 1024;
-  size_t io_threads = 1;
+  size_t io_threads = 0;  // 0 = one per CPU
+  bool no_inline = false;
   std::string max_body = "32MiB";
   std::string hold_bytes = "64KiB";
   std::string hold_time = "50ms";
@@ -183,7 +184,13 @@ int DoServe(const ServeOptions& o) {
   size_t workers = o.workers != 0 ? o.workers
                                   : std::max<size_t>(8, 4 * std::max(1u, std::thread::hardware_concurrency()));
   gopts.workers = workers;
-  ropts.max_instances = static_cast<uint32_t>(workers + 8);
+  gopts.run_inline = !o.no_inline;
+  // One I/O thread per CPU: each also runs the guests of quick apps (the gateway's inline runs),
+  // and up to `workers` spare threads stand in for I/O threads whose guest blocks.
+  const size_t cpus = std::max(1u, std::thread::hardware_concurrency());
+  const size_t io_threads = o.io_threads != 0 ? o.io_threads : cpus;
+  // Instance slots: the workers, the I/O threads and their spares, and the warm-up.
+  ropts.max_instances = static_cast<uint32_t>(2 * workers + io_threads + 8);
   auto rt = runtime::CreateWasmtimeRuntime(ropts);
   if (!rt.ok()) return ReportError(rt.error().ToString(), kExitFailure);
 
@@ -223,7 +230,9 @@ int DoServe(const ServeOptions& o) {
 
   gateway::ServerOptions sopts;
   sopts.listen = listen;
-  sopts.io_threads = std::max<size_t>(1, o.io_threads);
+  sopts.io_threads = io_threads;
+  sopts.max_spare_threads = workers;
+  sopts.on_io_thread_start = [&gw] { gw.WarmUpThisThread(); };
   sopts.max_body_bytes = *max_body;
   sopts.shutdown_grace = *grace;
   sopts.max_connections = o.max_connections;
@@ -275,8 +284,15 @@ int DoServe(const ServeOptions& o) {
       }
     });
   }
-  (*server)->Run();
+  bool clean = (*server)->Run();
   done = true;
+  if (!clean) {
+    // An I/O thread is still inside a guest past the grace period: the server cannot be torn
+    // down under it.
+    WLOG_WARN("guest code still running after the shutdown grace period; exiting anyway");
+    std::fflush(nullptr);
+    std::_Exit(0);
+  }
   if (watcher.joinable()) watcher.join();
   // Requests still running here outlived the grace period; their guests would stop only at
   // their time limit, so give the workers a moment and then exit regardless.
@@ -328,7 +344,10 @@ const CommandRegistration kServe({
                           "Run a guest that is still busy after this long at the lowest CPU priority (nice 19), so "
                           "short requests go first (0 = never)")->capture_default_str();
           cmd->add_option("--queue", o->queue, "Requests waiting for a worker before 503")->capture_default_str();
-          cmd->add_option("--io-threads", o->io_threads, "Network I/O threads")->capture_default_str();
+          cmd->add_option("--io-threads", o->io_threads,
+                          "Network I/O threads, which also run the guests of quick apps (default: one per CPU)");
+          cmd->add_flag("--no-inline", o->no_inline,
+                        "Run every guest on a worker thread, never inline on an I/O thread");
           cmd->add_option("--max-body", o->max_body, "Largest request body (413 above)")->capture_default_str();
           cmd->add_option("--hold-bytes", o->hold_bytes,
                           "Response output held back before streaming starts")->capture_default_str();

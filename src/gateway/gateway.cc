@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <unordered_set>
 
+#include "util/blocking.h"
 #include "util/files.h"
 #include "util/log.h"
 
@@ -18,6 +19,10 @@ namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
+
+// A run this long (wall time, sleeping included) sends the app's next requests to the worker
+// pool instead of running them inline on an I/O thread (see App::runs_long).
+constexpr auto kLongRun = std::chrono::milliseconds(2);
 
 std::string LogFileName(const std::string& route) {
   std::string name;
@@ -606,6 +611,11 @@ std::string Metrics::Text(const runtime::RuntimeStats& stats, const Gauges& gaug
   out += "# TYPE wasmlet_app_loads_total counter\n";
   out += "wasmlet_app_loads_total{result=\"ok\"} " + std::to_string(gauges.app_loads_ok) + "\n";
   out += "wasmlet_app_loads_total{result=\"error\"} " + std::to_string(gauges.app_loads_failed) + "\n";
+  out += "# HELP wasmlet_guest_runs_total Requests run by a guest, by the thread that ran it: an I/O thread "
+         "(quick apps, inline) or a worker.\n";
+  out += "# TYPE wasmlet_guest_runs_total counter\n";
+  out += "wasmlet_guest_runs_total{thread=\"io\"} " + std::to_string(gauges.runs_inline) + "\n";
+  out += "wasmlet_guest_runs_total{thread=\"worker\"} " + std::to_string(gauges.runs_on_workers) + "\n";
   out += "# HELP wasmlet_module_cache_hits_total Modules loaded from the compiled-module cache.\n";
   out += "# TYPE wasmlet_module_cache_hits_total counter\n";
   out += "wasmlet_module_cache_hits_total{cache=\"disk\"} " + std::to_string(stats.disk_cache_hits) + "\n";
@@ -640,6 +650,21 @@ constexpr std::string_view kWarmUpGuest = R"((module
     (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))))";
 }  // namespace
 
+bool Gateway::RunWarmUpGuest() {
+  const auto& m = warm_up_module_;
+  if (!m) return false;
+  runtime::InvokeRequest inv;
+  inv.args = {"warm-up"};
+  inv.env = {{"REQUEST_METHOD", "GET"}};
+  inv.stdout_mode = runtime::OutputMode::kCallback;
+  std::string out;
+  inv.stdout_callback = [&out](std::string_view bytes) { out.append(bytes); return true; };
+  inv.limits.timeout = std::chrono::seconds(5);
+  auto r = m->Invoke(inv);
+  warm_up_instances_.fetch_add(1);
+  return r.ok() && r->success() && out.ends_with("\n\nok\n");
+}
+
 void Gateway::WarmUp() {
   auto begin = Clock::now();
   const runtime::RuntimeStats before = runtime_.Stats();
@@ -648,22 +673,15 @@ void Gateway::WarmUp() {
     WLOG_WARN("warm-up skipped: {}", module.error().ToString());
     return;
   }
+  warm_up_module_ = *module;
   // One job per worker: each waits (briefly) until all have started, so no worker takes two.
   const size_t workers = pool_->threads();
   std::mutex mu;
   std::condition_variable cv;
   size_t started = 0, finished = 0, failed = 0, posted = 0;
   for (size_t i = 0; i < workers; ++i, ++posted) {
-    bool queued = pool_->TryPost([&, m = *module] {
-      runtime::InvokeRequest inv;
-      inv.args = {"warm-up"};
-      inv.env = {{"REQUEST_METHOD", "GET"}};
-      inv.stdout_mode = runtime::OutputMode::kCallback;
-      std::string out;
-      inv.stdout_callback = [&out](std::string_view bytes) { out.append(bytes); return true; };
-      inv.limits.timeout = std::chrono::seconds(5);
-      auto r = m->Invoke(inv);
-      bool ok = r.ok() && r->success() && out.ends_with("\n\nok\n");
+    bool queued = pool_->TryPost([&] {
+      bool ok = RunWarmUpGuest();
       std::unique_lock lock(mu);
       ++started;
       cv.notify_all();
@@ -678,9 +696,14 @@ void Gateway::WarmUp() {
   std::unique_lock lock(mu);
   cv.wait(lock, [&] { return finished >= posted; });
   warm_up_stats_ = runtime_.Stats() - before;
+  warm_up_stats_.instances_total = 0;  // counted in warm_up_instances_
   if (failed != 0) WLOG_WARN("warm-up: {} of {} runs of the built-in guest failed", failed, workers);
   WLOG_DEBUG("warm-up: {} workers in {:.3f}ms", workers,
              std::chrono::duration<double, std::milli>(Clock::now() - begin).count());
+}
+
+void Gateway::WarmUpThisThread() {
+  if (warm_up_module_ && !RunWarmUpGuest()) WLOG_WARN("warm-up: the built-in guest failed on an I/O thread");
 }
 
 void Gateway::Shutdown() {
@@ -707,7 +730,11 @@ std::string Gateway::MetricsText() const {
   }
   gauges.app_loads_ok = app_loads_ok_.load();
   gauges.app_loads_failed = app_loads_failed_.load();
-  return metrics_.Text(runtime_.Stats() - warm_up_stats_, gauges);
+  gauges.runs_inline = runs_inline_.load();
+  gauges.runs_on_workers = runs_on_workers_.load();
+  runtime::RuntimeStats stats = runtime_.Stats() - warm_up_stats_;
+  stats.instances_total -= std::min(stats.instances_total, warm_up_instances_.load());
+  return metrics_.Text(stats, gauges);
 }
 
 void Gateway::Log(const RequestInfo& request, const std::string& route, int status, uint64_t bytes,
@@ -791,6 +818,16 @@ void Gateway::Dispatch(std::shared_ptr<const Snapshot> snap, std::shared_ptr<con
   if (on_worker) {
     Run(std::move(snap), std::move(router), app, std::move(match), std::move(request), std::move(body),
         std::move(writer), start);
+    return;
+  }
+  InlineRunner* runner = options_.run_inline ? InlineRunner::Current() : nullptr;
+  if (runner != nullptr && !app.runs_long.load(std::memory_order_relaxed)) {
+    runner->Defer([this, snap = std::move(snap), router = std::move(router), &app, m = std::move(match),
+                   request = std::move(request), body = std::move(body), writer = std::move(writer),
+                   start]() mutable {
+      Run(std::move(snap), std::move(router), app, std::move(m), std::move(request), std::move(body),
+          std::move(writer), start);
+    });
     return;
   }
   // The job owns everything it needs; `request` stays valid here for the overload path.
@@ -887,7 +924,12 @@ void Gateway::Run(std::shared_ptr<const Snapshot> snapshot, std::shared_ptr<cons
 
   running_.fetch_add(1);
   writer->Start(timers_);
+  (InlineRunner::Current() != nullptr ? runs_inline_ : runs_on_workers_).fetch_add(1, std::memory_order_relaxed);
+  (void)TakeBlocked();
   auto result = app.loaded()->module->Invoke(inv);
+  // Whether the next request of this app may run inline on an I/O thread.
+  bool long_run = TakeBlocked() || (result.ok() && result->duration >= kLongRun);
+  if (app.runs_long.load(std::memory_order_relaxed) != long_run) app.runs_long.store(long_run);
   if (result.ok() && !result->priority_restored) WorkerPool::RetireCurrentThread();
   running_.fetch_sub(1);
   app.active.fetch_sub(1);

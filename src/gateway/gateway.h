@@ -3,8 +3,10 @@
 // request dispatch (built-ins, routing, lazy loading, per-app concurrency, CGI mapping, invoke,
 // streaming response) and metrics.
 //
-// Threading: Gateway is thread-safe. Handle() is called on I/O threads and never blocks or
-// runs guest code; guest code and module loading run only on the pool's worker threads. A
+// Threading: Gateway is thread-safe. Handle() is called on I/O threads and never blocks.
+// Module loading, and the guests of apps that block or run long, run on the pool's worker
+// threads; the guests of quick apps run as jobs deferred to the I/O thread's InlineRunner
+// (util/blocking.h), which brings in a spare thread if such a guest turns out to block. A
 // Snapshot's configuration is immutable once published; what changes is each app's load state
 // (App: loaded once, then fixed) and the router (replaced, never mutated, when a loaded app's
 // `_routes` adds sub-routes). A reload publishes a new Snapshot while requests in flight keep
@@ -92,6 +94,9 @@ class App {
   mutable std::atomic<uint32_t> active{0};  // queued + running requests
   // Loaded and its sub-routes are in the snapshot's router (Snapshot::Activate).
   mutable std::atomic<bool> routed{false};
+  // Its last run blocked or ran long (more than a millisecond or two): its requests go to the
+  // worker pool rather than run inline on an I/O thread, until a run there is quick again.
+  mutable std::atomic<bool> runs_long{false};
 
   // Null until the module is loaded.
   const LoadedModule* loaded() const { return loaded_.load(std::memory_order_acquire); }
@@ -223,6 +228,8 @@ class Metrics {
     size_t apps_loaded = 0;
     uint64_t app_loads_ok = 0;      // loads done by requests or preload, in this process
     uint64_t app_loads_failed = 0;
+    uint64_t runs_inline = 0;      // guests run on an I/O thread
+    uint64_t runs_on_workers = 0;  // guests run on a worker thread
   };
   void Record(const std::string& route, int status, std::chrono::nanoseconds duration);
   std::string Text(const runtime::RuntimeStats& stats, const Gauges& gauges) const;
@@ -248,6 +255,9 @@ struct GatewayOptions {
   // A guest running longer than this continues in the background (nice 19), so short
   // requests keep the CPU while long or hostile ones spin; zero = never (--background-after).
   std::chrono::milliseconds background_after{50};
+  // Run the guests of quick apps on the I/O thread that read the request (when it has an
+  // InlineRunner) instead of handing them to a worker (--no-inline turns it off).
+  bool run_inline = true;
 };
 
 class Gateway {
@@ -266,6 +276,8 @@ class Gateway {
   // pay for one-time setup (code pages faulted in, per-thread runtime state, the first instance
   // slot). Takes a few milliseconds; `wasmlet serve` calls it before it starts listening.
   void WarmUp();
+  // The same for the calling thread alone (the server's I/O threads, which run quick guests).
+  void WarmUpThisThread();
   // Lets queued jobs finish and joins the workers.
   void Shutdown();
   const GatewayOptions& options() const { return options_; }
@@ -301,8 +313,14 @@ class Gateway {
   std::atomic<uint64_t> running_{0};
   std::atomic<uint64_t> app_loads_ok_{0};
   std::atomic<uint64_t> app_loads_failed_{0};
+  std::atomic<uint64_t> runs_inline_{0};
+  std::atomic<uint64_t> runs_on_workers_{0};
   // What WarmUp added to the runtime's counters (not the user's modules: left out of /metrics).
   runtime::RuntimeStats warm_up_stats_;
+  std::atomic<uint64_t> warm_up_instances_{0};
+  std::shared_ptr<const runtime::Module> warm_up_module_;  // set by WarmUp, before serving
+  // Runs the built-in guest once on the calling thread; true when it answered as expected.
+  bool RunWarmUpGuest();
   std::unique_ptr<WorkerPool> pool_;
 };
 

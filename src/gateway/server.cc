@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "util/blocking.h"
 #include "util/log.h"
 
 namespace wasmlet::gateway {
@@ -51,7 +52,8 @@ class SessionBase {
  public:
   virtual ~SessionBase() = default;
   // Moves what `sink` has queued to the socket, on the session's strand.
-  virtual void PostFlush(std::shared_ptr<SessionSink> sink) = 0;
+  // `defer`: the caller is a job on an I/O thread; the flush runs after it (net::defer).
+  virtual void PostFlush(std::shared_ptr<SessionSink> sink, bool defer) = 0;
   virtual void PostDrain() = 0;
 };
 
@@ -59,6 +61,7 @@ struct Shared {
   Shared(Gateway& g, ServerOptions o) : gateway(g), options(std::move(o)) {}
   Gateway& gateway;
   const ServerOptions options;
+  net::io_context* io = nullptr;
   std::atomic<bool> draining{false};
   std::atomic<int> sessions{0};
   // Set while the accept loop waits for a connection to close (max_connections reached); the
@@ -86,10 +89,16 @@ class SessionSink : public ResponseSink, public std::enable_shared_from_this<Ses
       post = !scheduled_;
       scheduled_ = true;
     }
-    if (post) session_->PostFlush(shared_from_this());
+    if (post) Schedule();
   }
   bool WaitWritable() override {
     std::unique_lock lock(mu_);
+    if (gone_ || pending_ < kMaxPending) return !gone_;
+    // A guest run inline on an I/O thread: its other clients go to a spare thread, and a
+    // deferred flush is posted again (OnBlocking), since it would run only after this job.
+    lock.unlock();
+    MarkBlocking();
+    lock.lock();
     cv_.wait(lock, [this] { return gone_ || pending_ < kMaxPending; });
     return !gone_;
   }
@@ -102,7 +111,7 @@ class SessionSink : public ResponseSink, public std::enable_shared_from_this<Ses
       post = !scheduled_;
       scheduled_ = true;
     }
-    if (post) session_->PostFlush(shared_from_this());
+    if (post) Schedule();
   }
   void Abort() override { Complete(true); }
 
@@ -114,6 +123,7 @@ class SessionSink : public ResponseSink, public std::enable_shared_from_this<Ses
     complete = complete_;
     close = close_;
     scheduled_ = false;
+    deferred_ = false;
   }
   void Written(size_t n) {
     {
@@ -132,6 +142,36 @@ class SessionSink : public ResponseSink, public std::enable_shared_from_this<Ses
   }
 
  private:
+  // Posts the flush. From a guest running inline on an I/O thread it is deferred: it runs on
+  // the same thread once the guest's job returns, instead of waking another thread.
+  void Schedule() {
+    bool defer = InlineRunner::Current() != nullptr && !MarkedBlocking();
+    if (defer) {
+      std::lock_guard lock(mu_);
+      deferred_ = true;
+      if (tls_in_job) tls_deferred_sink = this;
+    }
+    session_->PostFlush(shared_from_this(), defer);
+  }
+
+ public:
+  // The job that deferred a flush turned out to block: post it again, now.
+  void Repost() {
+    {
+      std::lock_guard lock(mu_);
+      if (!deferred_) return;
+      deferred_ = false;
+    }
+    session_->PostFlush(shared_from_this(), false);
+  }
+  // On an I/O thread: a job deferred by the gateway (a guest run inline) is running; and the
+  // sink whose flush it deferred. Both reset when the job ends. (Sinks of responses made in a
+  // session's own handlers, /healthz and the like, never block and are not recorded.)
+  static inline thread_local bool tls_in_job = false;
+  static inline thread_local SessionSink* tls_deferred_sink = nullptr;
+
+ private:
+
   static constexpr size_t kMaxPending = 256 * 1024;
   const std::shared_ptr<SessionBase> session_;
   std::mutex mu_;
@@ -142,6 +182,7 @@ class SessionSink : public ResponseSink, public std::enable_shared_from_this<Ses
   bool complete_ = false;            // guarded by mu_
   bool close_ = false;               // guarded by mu_
   bool gone_ = false;                // guarded by mu_
+  bool deferred_ = false;            // guarded by mu_: the scheduled flush waits for the job
 };
 
 bool IEquals(beast::string_view a, beast::string_view b) { return beast::iequals(a, b); }
@@ -177,10 +218,18 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     net::dispatch(stream_.get_executor(), [self = this->shared_from_this()] { self->Begin(); });
   }
 
-  void PostFlush(std::shared_ptr<SessionSink> sink) override {
-    net::post(stream_.get_executor(), [self = this->shared_from_this(), sink = std::move(sink)] {
-      self->Flush(sink);
-    });
+  void PostFlush(std::shared_ptr<SessionSink> sink, bool defer) override {
+    auto fn = [self = this->shared_from_this(), sink = std::move(sink)] { self->Flush(sink); };
+    if (defer) {
+      // Not net::defer to the strand: that would hold the strand until the job ends, so a
+      // repost (the job blocked after all) could not run before it. A plain deferred handler
+      // holds nothing, and enters the strand when it runs.
+      net::defer(shared_.io->get_executor(), [ex = stream_.get_executor(), fn = std::move(fn)]() mutable {
+        net::dispatch(ex, std::move(fn));
+      });
+    } else {
+      net::post(stream_.get_executor(), std::move(fn));
+    }
   }
   void PostDrain() override {
     net::post(stream_.get_executor(), [self = this->shared_from_this()] {
@@ -194,8 +243,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void Begin() {
     if constexpr (kTls) {
       Lowest().expires_after(shared_.options.header_timeout);
+      reading_ = true;
       stream_.async_handshake(ssl::stream_base::server, buffer_.data(),
                               [self = this->shared_from_this()](beast::error_code ec, size_t used) {
+                                self->reading_ = false;
+                                if (self->closed_) return;
                                 if (ec) {
                                   WLOG_DEBUG("{}: TLS handshake failed: {}", self->remote_, ec.message());
                                   self->closed_ = true;
@@ -221,9 +273,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     if (buffer_.size() == 0) {
       // Idle keep-alive connection: wait for the first byte with the idle timeout.
       Lowest().expires_after(shared_.options.idle_timeout);
+      reading_ = true;
       stream_.async_read_some(buffer_.prepare(16 * 1024),
                               [self = this->shared_from_this()](beast::error_code ec, size_t n) {
-                                if (ec) {
+                                self->reading_ = false;
+                                if (ec || self->closed_) {
                                   self->DoClose();
                                   return;
                                 }
@@ -237,8 +291,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
   void ReadHeader() {
     Lowest().expires_after(shared_.options.header_timeout);
+    reading_ = true;
     http::async_read_header(stream_, buffer_, *parser_,
                             [self = this->shared_from_this()](beast::error_code ec, size_t) {
+                              self->reading_ = false;
+                              if (self->closed_) return;
                               self->OnHeader(ec);
                             });
   }
@@ -302,7 +359,10 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       return;
     }
     Lowest().expires_after(shared_.options.body_timeout);
+    reading_ = true;
     http::async_read(stream_, buffer_, *parser_, [self = this->shared_from_this()](beast::error_code ec, size_t) {
+      self->reading_ = false;
+      if (self->closed_) return;
       if (ec == http::error::body_limit) {
         self->ErrorAndClose(413, "request body larger than " +
                                      std::to_string(self->shared_.options.max_body_bytes) + " bytes");
@@ -425,6 +485,15 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       sink_->Gone();
       sink_.reset();
     }
+    if (reading_) {
+      // Closed while a read is pending (a drain at shutdown, between requests): no response is
+      // in flight, so close at once; the read ends with operation_aborted. (A second read, as
+      // the linger below would start, must not run beside it.)
+      beast::error_code ignored;
+      Lowest().socket().shutdown(tcp::socket::shutdown_both, ignored);
+      Lowest().socket().close(ignored);
+      return;
+    }
     if constexpr (kTls) {
       Lowest().expires_after(std::chrono::seconds(2));
       stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) {
@@ -468,21 +537,31 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   bool close_after_ = false;
   bool in_request_ = false;
   bool closed_ = false;
+  bool reading_ = false;  // a read of the request is pending
 };
 
-class ServerImpl : public Server {
+// The I/O threads run the accept loop and the sessions, and also run guests inline for apps the
+// gateway knows to be quick (InlineRunner, util/blocking.h). A guest that blocks or runs long
+// marks its thread blocked; a parked or new spare thread then takes its place, so that
+// io_threads threads keep serving. When the guest ends, a surplus thread parks again.
+class ServerImpl : public Server, public InlineRunner {
  public:
+
   ServerImpl(Gateway& gateway, ServerOptions options)
       : shared_(gateway, std::move(options)),
         accept_strand_(net::make_strand(io_)),
         acceptor_(accept_strand_),
         signals_(accept_strand_) {
     shared_.resume_accept = [this] { net::post(accept_strand_, [this] { MaybeAccept(); }); };
+    shared_.io = &io_;
   }
 
   ~ServerImpl() override {
     // Sessions destroyed with io_ below must not try to resume the accept loop.
     shared_.draining = true;
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
     for (auto& t : reload_threads_) {
       if (t.joinable()) t.join();
     }
@@ -542,7 +621,7 @@ class ServerImpl : public Server {
   unsigned short port() const override { return port_; }
   bool tls() const override { return ssl_.has_value(); }
 
-  void Run() override {
+  bool Run() override {
     net::post(accept_strand_, [this] { MaybeAccept(); });
     if (shared_.options.handle_signals) {
       signals_.add(SIGINT);
@@ -551,15 +630,107 @@ class ServerImpl : public Server {
       WaitSignal();
     }
     if (shared_.options.on_listening) shared_.options.on_listening(port_);
-    std::vector<std::thread> threads;
-    size_t n = std::max<size_t>(1, shared_.options.io_threads);
-    for (size_t i = 1; i < n; ++i) threads.emplace_back([this] { io_.run(); });
-    io_.run();
-    for (auto& t : threads) t.join();
+    std::unique_lock lock(mu_);
+    for (size_t i = 0; i < target_; ++i) StartThreadLocked();
+    active_ = target_;
+    // Until the io_context stops, then a last second for threads still in a guest (the
+    // shutdown grace period has passed by then).
+    cv_.wait(lock, [this] { return io_stopped_; });
+    stopping_threads_ = true;
+    cv_.notify_all();  // parked spares
+    bool clean = cv_.wait_for(lock, std::chrono::seconds(1), [this] { return running_ == 0; });
+    if (!clean) {
+      WLOG_WARN("{} I/O threads still running guest code after the shutdown grace period", running_);
+      for (auto& t : threads_) t.detach();  // the caller exits without destroying the server
+      threads_.clear();
+      return false;
+    }
+    lock.unlock();
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+    return true;
   }
 
   void Stop() override {
     net::post(accept_strand_, [this] { BeginShutdown(); });
+  }
+
+  void Defer(std::function<void()> job) override {
+    net::defer(io_.get_executor(), [this, job = std::move(job)] {
+      SessionSink::tls_in_job = true;
+      job();
+      SessionSink::tls_in_job = false;
+      SessionSink::tls_deferred_sink = nullptr;
+      if (tls_blocked_here_) {
+        tls_blocked_here_ = false;
+        AfterBlocked();
+      }
+    });
+  }
+
+ protected:
+  void OnBlocking() override {
+    if (auto* sink = SessionSink::tls_deferred_sink) {
+      SessionSink::tls_deferred_sink = nullptr;
+      sink->Repost();
+    }
+    if (tls_blocked_here_) return;
+    tls_blocked_here_ = true;
+    std::lock_guard lock(mu_);
+    --active_;
+    if (active_ >= target_ || stopping_threads_) return;
+    if (parked_ > wakeups_) {
+      ++wakeups_;
+      ++active_;
+      cv_.notify_all();
+    } else if (threads_.size() < max_threads_) {
+      StartThreadLocked();
+      ++active_;
+    } else if (spare_log_.Due()) {
+      WLOG_WARN("{} I/O threads, all busy in guests that block or run long; new work waits", threads_.size());
+    }
+  }
+
+ private:
+  // A blocked job ended on this thread. If enough threads serve without it, one thread parks
+  // (in a handler of its own, so that what this job deferred runs first).
+  void AfterBlocked() {
+    std::lock_guard lock(mu_);
+    ++active_;
+    if (active_ > target_ && !stopping_threads_) net::post(io_, [this] { MaybePark(); });
+  }
+
+  void MaybePark() {
+    std::unique_lock lock(mu_);
+    if (active_ <= target_ || stopping_threads_) return;
+    --active_;
+    ++parked_;
+    // Handlers this thread queued last (work it deferred is queued without waking anyone, for
+    // this thread to run next) must not wait for the parked thread: wake another one.
+    net::post(io_, [] {});
+    cv_.wait(lock, [this] { return wakeups_ > 0 || stopping_threads_; });
+    --parked_;
+    if (wakeups_ > 0) --wakeups_;  // the waker counted us active again
+  }
+
+  void StartThreadLocked() {
+    ++running_;
+    threads_.emplace_back([this] {
+      if (shared_.options.on_io_thread_start) shared_.options.on_io_thread_start();
+      InlineRunner::SetCurrent(this);
+      io_.run();
+      InlineRunner::SetCurrent(nullptr);
+      std::lock_guard lock(mu_);
+      --running_;
+      cv_.notify_all();
+    });
+  }
+
+  void StopIo() {
+    io_.stop();
+    std::lock_guard lock(mu_);
+    io_stopped_ = true;
+    cv_.notify_all();
   }
 
  private:
@@ -576,7 +747,7 @@ class ServerImpl : public Server {
       }
       if (stopping_) {
         WLOG_WARN("second signal: stopping now");
-        io_.stop();
+        StopIo();
         return;
       }
       WLOG_INFO("{}: finishing in-flight requests (up to {} ms), then exiting",
@@ -673,7 +844,7 @@ class ServerImpl : public Server {
                   shared_.sessions.load());
       }
       signals_.cancel();
-      io_.stop();
+      StopIo();
       return;
     }
     drain_timer_->expires_after(std::chrono::milliseconds(20));
@@ -703,6 +874,21 @@ class ServerImpl : public Server {
   std::optional<net::steady_timer> accept_retry_;
   std::chrono::steady_clock::time_point deadline_;
   std::vector<std::thread> reload_threads_;
+  // The I/O threads. All guarded by mu_; cv_ signals changes.
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::thread> threads_;
+  const size_t target_ = std::max<size_t>(1, shared_.options.io_threads);  // threads serving
+  const size_t max_threads_ = target_ + shared_.options.max_spare_threads;
+  size_t active_ = 0;     // threads serving: not in a blocked job, not parked
+  size_t running_ = 0;    // threads started and not ended
+  size_t parked_ = 0;     // spares waiting in MaybePark
+  size_t wakeups_ = 0;    // parked spares told to serve again
+  bool io_stopped_ = false;
+  bool stopping_threads_ = false;
+  LogLimiter spare_log_;
+  // Per thread: its current job marked itself blocked (OnBlocking was called for it).
+  static inline thread_local bool tls_blocked_here_ = false;
   unsigned short port_ = 0;
   size_t max_connections_ = 0;
   // The rest is touched only on accept_strand_.

@@ -5,8 +5,10 @@
 // the listen backlog); accept failures such as EMFILE back off instead of spinning. Signals: SIGINT/SIGTERM stop gracefully, SIGHUP calls the
 // reload hook.
 //
-// Threading: Run() drives the I/O threads and returns after a graceful stop. Stop() and
-// port() may be called from any thread. Sessions live on their own strands.
+// Threading: Run() starts io_threads I/O threads and returns after a graceful stop. Stop() and
+// port() may be called from any thread. Sessions live on their own strands. The I/O threads
+// are InlineRunners (util/blocking.h): the gateway runs quick guests on them, and a guest that
+// blocks or runs long has a spare thread take its thread's place.
 #pragma once
 
 #include <chrono>
@@ -22,6 +24,9 @@ namespace wasmlet::gateway {
 struct ServerOptions {
   std::string listen = "127.0.0.1:3000";  // HOST:PORT; port 0 = any free port
   size_t io_threads = 1;
+  // Threads that stand in for I/O threads whose inline guest blocks or runs long; when all are
+  // in use, new work waits for a guest to end.
+  size_t max_spare_threads = 8;
   uint64_t max_body_bytes = 32ull << 20;  // 413 above
   uint32_t max_header_bytes = 64 * 1024;  // 431 above
   uint32_t max_header_count = 100;        // header fields per request; 431 above
@@ -38,6 +43,8 @@ struct ServerOptions {
   bool handle_signals = true;
   std::function<void()> on_reload;  // SIGHUP; runs on a thread of its own
   std::function<void(unsigned short port)> on_listening;
+  // Runs first on every I/O thread (the gateway's warm-up of that thread).
+  std::function<void()> on_io_thread_start;
 };
 
 // The max_connections used when the option is 0: three quarters of the (raised) soft limit
@@ -50,8 +57,10 @@ class Server {
   virtual ~Server() = default;
   virtual unsigned short port() const = 0;
   virtual bool tls() const = 0;
-  // Serves until Stop() or a signal; in-flight requests finish within shutdown_grace.
-  virtual void Run() = 0;
+  // Serves until Stop() or a signal; in-flight requests finish within shutdown_grace. False
+  // when I/O threads were still running guest code a second after that: the caller should then
+  // end the process without destroying the server.
+  virtual bool Run() = 0;
   virtual void Stop() = 0;
 };
 

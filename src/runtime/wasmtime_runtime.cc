@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "runtime/runtime.h"
+#include "util/blocking.h"
 #include "util/files.h"
 #include "util/log.h"
 #include "util/sha256.h"
@@ -184,10 +185,13 @@ int ThreadNice() {
 // Epoch ticks between checks of a CancelToken while the guest runs wasm code.
 constexpr uint64_t kCancelCheckTicks = 2;
 
-// Called every kCancelCheckTicks when a Store has a CancelToken or a background_after.
+// Called every kCancelCheckTicks when a Store has a CancelToken or a background_after, or runs
+// on a thread with an InlineRunner (util/blocking.h).
 wasmtime_error_t* OnEpochDeadline(wasmtime_context_t*, void* data, uint64_t* delta,
                                   wasmtime_update_deadline_kind_t* kind) {
   auto* sandbox = static_cast<Sandbox*>(data);
+  // A millisecond or two of wasm code: long for a thread that serves other clients too.
+  MarkBlocking();
   if (sandbox->cancel != nullptr && sandbox->cancel->cancelled()) {
     sandbox->stop = Sandbox::Stop::kCancel;
     return wasmtime_error_new("cancelled");
@@ -317,6 +321,7 @@ wasm_trap_t* PollOneoff(void*, wasmtime_caller_t* caller, const wasmtime_val_t* 
   }
 
   if (!fd_ready && wake > now) {
+    MarkBlocking();
     // Sleep until the earliest clock, the deadline or Cancel(), in slices of at most an hour
     // (so no time arithmetic below ever overflows).
     while (true) {
@@ -800,8 +805,9 @@ Result<InvokeResult> WasmtimeModule::Invoke(const InvokeRequest& request) const 
   }
   wasmlet_store_memory_limiter(guard.store, static_cast<int64_t>(memory_limit),
                                request.limits.trap_on_memory_limit);
-  if (sandbox.cancel != nullptr || request.background_after.count() > 0) {
-    // The epoch callback checks the token, the deadline and the background time every few ticks.
+  if (sandbox.cancel != nullptr || request.background_after.count() > 0 || InlineRunner::Current() != nullptr) {
+    // The epoch callback checks the token, the deadline and the background time every few
+    // ticks, and tells an inline runner that this guest runs long.
     wasmtime_store_epoch_deadline_callback(guard.store, OnEpochDeadline, &sandbox, nullptr);
     wasmtime_context_set_epoch_deadline(context, kCancelCheckTicks);
   } else {

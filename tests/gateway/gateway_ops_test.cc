@@ -2,6 +2,7 @@
 // bundled examples, Spin manifests, config errors, overload, reload, TLS, shutdown.
 #include <sys/wait.h>
 
+#include <atomic>
 #include <thread>
 
 #include "server_process.h"
@@ -184,7 +185,10 @@ TEST_F(GatewayOps, RelativeModulePathFallsBackToTheWorkingDirectoryWithAWarning)
 TEST_F(GatewayOps, OverloadAnswers503WithRetryAfter) {
   WriteText(dir_ / "m.toml", Module("/p"));
   ServerProcess s;
-  ASSERT_TRUE(s.Start({"-c", (dir_ / "m.toml").string(), "--no-cache", "--workers", "1", "--queue", "1"}, dir_))
+  // --no-inline: every guest takes the worker queue (a quick app would run on an I/O thread).
+  ASSERT_TRUE(s.Start({"-c", (dir_ / "m.toml").string(), "--no-cache", "--workers", "1", "--queue", "1",
+                       "--no-inline"},
+                      dir_))
       << s.Stderr();
   // Waits until /metrics shows `line` (instances running, queue depth).
   auto wait_metric = [&](const std::string& line) {
@@ -206,6 +210,51 @@ TEST_F(GatewayOps, OverloadAnswers503WithRetryAfter) {
   EXPECT_EQ(third.Header("retry-after"), "1");
   EXPECT_EQ(slow[0].status, 200);
   EXPECT_EQ(slow[1].status, 200);
+}
+
+// A quick app's guests run on the I/O thread that read the request; one that sleeps there has
+// a spare thread serve the others meanwhile, and sends its app's next request to a worker.
+TEST_F(GatewayOps, QuickAppsRunOnTheIoThreadAndABlockingGuestDoesNotHoldIt) {
+  WriteText(dir_ / "m.toml", Module("/p"));
+  ServerProcess s;
+  ASSERT_TRUE(s.Start({"-c", (dir_ / "m.toml").string(), "--no-cache", "--io-threads", "1"}, dir_)) << s.Stderr();
+  auto runs = [&](const char* thread) {
+    std::string body = Fetch(s.Url("/metrics")).body;
+    std::string key = std::string("\nwasmlet_guest_runs_total{thread=\"") + thread + "\"} ";
+    auto pos = body.find(key);
+    return pos == std::string::npos ? -1 : std::atoi(body.c_str() + pos + key.size());
+  };
+  EXPECT_EQ(Fetch(s.Url("/p?status")).status, 404);  // the first request loads the module on a worker
+  EXPECT_EQ(Fetch(s.Url("/p?status")).status, 404);  // then the app is known to be quick
+  EXPECT_EQ(runs("worker"), 1);
+  EXPECT_EQ(runs("io"), 1);
+
+  std::atomic<bool> slow_done{false};
+  Response slow;
+  std::thread t([&] {
+    slow = Fetch(s.Url("/p?sleep=1500"));
+    slow_done = true;
+  });
+  // The only I/O thread sleeps in that guest: /metrics and this request are served by a spare.
+  EXPECT_TRUE(WaitForMetric(s, "\nwasmlet_instances_running 1\n")) << Fetch(s.Url("/metrics")).body << s.Stderr();
+  auto quick = Fetch(s.Url("/p?status"));
+  EXPECT_EQ(quick.status, 404);
+  EXPECT_FALSE(slow_done.load());
+  t.join();
+  EXPECT_EQ(slow.status, 200);
+  EXPECT_EQ(slow.body, "slept\n");
+  EXPECT_EQ(runs("io"), 3);
+
+  // The sleep made the app long-running: the next request goes to a worker; that run is quick
+  // again, so the one after runs inline.
+  EXPECT_EQ(Fetch(s.Url("/p?status")).status, 404);
+  EXPECT_EQ(runs("worker"), 2);
+  EXPECT_EQ(Fetch(s.Url("/p?status")).status, 404);
+  EXPECT_EQ(runs("io"), 4);
+
+  // A response larger than the connection's buffer bound, streamed from an inline guest.
+  auto big = Fetch(s.Url("/p?big=3000000"));
+  EXPECT_EQ(big.body.size(), 3000000u);
 }
 
 TEST_F(GatewayOps, SighupReloadsAndABrokenConfigKeepsTheOldOne) {
@@ -259,7 +308,7 @@ TEST_F(GatewayOps, GracefulShutdownFinishesInFlightRequests) {
   EXPECT_TRUE(WaitForMetric(s, "\nwasmlet_instances_running 1\n"));  // the request is in flight
   int code = s.Stop(SIGTERM);
   t.join();
-  EXPECT_EQ(code, 0);
+  EXPECT_EQ(code, 0) << s.Stderr();
   EXPECT_EQ(slow.status, 200);
   EXPECT_EQ(slow.body, "slept\n");
 }
@@ -276,7 +325,7 @@ TEST_F(GatewayOps, ShutdownGraceIsABoundEvenForAGuestThatNeverEnds) {
   int code = s.Stop(SIGTERM);
   auto took = std::chrono::steady_clock::now() - start;
   t.join();
-  EXPECT_EQ(code, 0);
+  EXPECT_EQ(code, 0) << s.Stderr();
   EXPECT_LT(took, 5s);
   EXPECT_NE(looped.error, CURLE_OK);  // the connection was closed, no answer
 }
