@@ -8,6 +8,7 @@ packages=(
   # libraries
   libboost-dev libcurl4-openssl-dev libssl-dev libtomlplusplus-dev nlohmann-json3-dev
   libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libmimalloc-dev
   # guest modules: C via clang + wasi-libc, WAT via wabt
   clang lld wasi-libc libclang-rt-14-dev-wasm32 wabt
   # fuzzing (libFuzzer) and benchmark plots
