@@ -20,8 +20,8 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-// A run this long (wall time, sleeping included) sends the app's next requests to the worker
-// pool instead of running them inline on an I/O thread (see App::runs_long).
+// A run this long (wall time, sleeping included), or one that failed, sends the app's next
+// requests to the worker pool instead of running them inline on an I/O thread (App::runs_long).
 constexpr auto kLongRun = std::chrono::milliseconds(2);
 
 std::string LogFileName(const std::string& route) {
@@ -927,8 +927,10 @@ void Gateway::Run(std::shared_ptr<const Snapshot> snapshot, std::shared_ptr<cons
   (InlineRunner::Current() != nullptr ? runs_inline_ : runs_on_workers_).fetch_add(1, std::memory_order_relaxed);
   (void)TakeBlocked();
   auto result = app.loaded()->module->Invoke(inv);
-  // Whether the next request of this app may run inline on an I/O thread.
-  bool long_run = TakeBlocked() || (result.ok() && result->duration >= kLongRun);
+  // Whether the next request of this app may run inline on an I/O thread: not after a run that
+  // blocked, ran long or failed (a trap, a limit: a guest misbehaving is kept off the I/O
+  // threads, on the pool where --background-after applies, until a run there is clean).
+  bool long_run = TakeBlocked() || !result.ok() || !result->success() || result->duration >= kLongRun;
   if (app.runs_long.load(std::memory_order_relaxed) != long_run) app.runs_long.store(long_run);
   if (result.ok() && !result->priority_restored) WorkerPool::RetireCurrentThread();
   running_.fetch_sub(1);

@@ -94,8 +94,9 @@ class App {
   mutable std::atomic<uint32_t> active{0};  // queued + running requests
   // Loaded and its sub-routes are in the snapshot's router (Snapshot::Activate).
   mutable std::atomic<bool> routed{false};
-  // Its last run blocked or ran long (more than a millisecond or two): its requests go to the
-  // worker pool rather than run inline on an I/O thread, until a run there is quick again.
+  // Its last run blocked, ran long (more than a millisecond or two) or failed: its requests go
+  // to the worker pool rather than run inline on an I/O thread, until a run there is quick and
+  // clean again.
   mutable std::atomic<bool> runs_long{false};
 
   // Null until the module is loaded.
