@@ -284,25 +284,22 @@ int DoServe(const ServeOptions& o) {
       }
     });
   }
-  bool clean = (*server)->Run();
-  done = true;
-  if (!clean) {
-    // An I/O thread is still inside a guest past the grace period: the server cannot be torn
-    // down under it.
+  // Guests that outlived the grace period would stop only at their time limit: exit without
+  // tearing down what their threads still use.
+  auto exit_anyway = [] {
     WLOG_WARN("guest code still running after the shutdown grace period; exiting anyway");
     std::fflush(nullptr);
     std::_Exit(0);
-  }
+  };
+  bool clean = (*server)->Run();
+  done = true;
+  if (!clean) exit_anyway();  // an I/O thread is still inside a guest
   if (watcher.joinable()) watcher.join();
-  // Requests still running here outlived the grace period; their guests would stop only at
-  // their time limit, so give the workers a moment and then exit regardless.
+  // Requests still running on workers: give them a moment, then exit regardless.
   std::atomic<bool> joined{false};
   std::thread reaper([&] {
     for (int i = 0; i < 100 && !joined.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    if (joined.load()) return;
-    WLOG_WARN("guest code still running after the shutdown grace period; exiting anyway");
-    std::fflush(nullptr);
-    std::_Exit(0);
+    if (!joined.load()) exit_anyway();
   });
   gw.Shutdown();
   joined = true;

@@ -673,6 +673,9 @@ void Gateway::WarmUp() {
     WLOG_WARN("warm-up skipped: {}", module.error().ToString());
     return;
   }
+  // The built-in module's load; its instances, here and on the I/O threads, are counted in
+  // warm_up_instances_.
+  warm_up_stats_ = runtime_.Stats() - before;
   warm_up_module_ = *module;
   // One job per worker: each waits (briefly) until all have started, so no worker takes two.
   const size_t workers = pool_->threads();
@@ -695,8 +698,6 @@ void Gateway::WarmUp() {
   // Every job ends (a 5 s guest limit, a 200 ms wait): wait for all, they use our locals.
   std::unique_lock lock(mu);
   cv.wait(lock, [&] { return finished >= posted; });
-  warm_up_stats_ = runtime_.Stats() - before;
-  warm_up_stats_.instances_total = 0;  // counted in warm_up_instances_
   if (failed != 0) WLOG_WARN("warm-up: {} of {} runs of the built-in guest failed", failed, workers);
   WLOG_DEBUG("warm-up: {} workers in {:.3f}ms", workers,
              std::chrono::duration<double, std::milli>(Clock::now() - begin).count());

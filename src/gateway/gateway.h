@@ -316,7 +316,8 @@ class Gateway {
   std::atomic<uint64_t> app_loads_failed_{0};
   std::atomic<uint64_t> runs_inline_{0};
   std::atomic<uint64_t> runs_on_workers_{0};
-  // What WarmUp added to the runtime's counters (not the user's modules: left out of /metrics).
+  // What the built-in guest adds to the runtime's counters (not the user's: left out of
+  // /metrics): its load, and its instances.
   runtime::RuntimeStats warm_up_stats_;
   std::atomic<uint64_t> warm_up_instances_{0};
   std::shared_ptr<const runtime::Module> warm_up_module_;  // set by WarmUp, before serving

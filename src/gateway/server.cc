@@ -52,8 +52,7 @@ class SessionBase {
  public:
   virtual ~SessionBase() = default;
   // Moves what `sink` has queued to the socket, on the session's strand.
-  // `defer`: the caller is a job on an I/O thread; the flush runs after it (net::defer).
-  virtual void PostFlush(std::shared_ptr<SessionSink> sink, bool defer) = 0;
+  virtual void PostFlush(std::shared_ptr<SessionSink> sink) = 0;
   virtual void PostDrain() = 0;
 };
 
@@ -61,7 +60,6 @@ struct Shared {
   Shared(Gateway& g, ServerOptions o) : gateway(g), options(std::move(o)) {}
   Gateway& gateway;
   const ServerOptions options;
-  net::io_context* io = nullptr;
   std::atomic<bool> draining{false};
   std::atomic<int> sessions{0};
   // Set while the accept loop waits for a connection to close (max_connections reached); the
@@ -89,13 +87,13 @@ class SessionSink : public ResponseSink, public std::enable_shared_from_this<Ses
       post = !scheduled_;
       scheduled_ = true;
     }
-    if (post) Schedule();
+    if (post) session_->PostFlush(shared_from_this());
   }
   bool WaitWritable() override {
     std::unique_lock lock(mu_);
     if (gone_ || pending_ < kMaxPending) return !gone_;
-    // A guest run inline on an I/O thread: its other clients go to a spare thread, and a
-    // deferred flush is posted again (OnBlocking), since it would run only after this job.
+    // A guest run inline on an I/O thread: its other clients go to a spare thread, and its
+    // flush, held for the end of the job, is posted now (InlineRunner::AfterJob).
     lock.unlock();
     MarkBlocking();
     lock.lock();
@@ -111,7 +109,7 @@ class SessionSink : public ResponseSink, public std::enable_shared_from_this<Ses
       post = !scheduled_;
       scheduled_ = true;
     }
-    if (post) Schedule();
+    if (post) session_->PostFlush(shared_from_this());
   }
   void Abort() override { Complete(true); }
 
@@ -123,7 +121,6 @@ class SessionSink : public ResponseSink, public std::enable_shared_from_this<Ses
     complete = complete_;
     close = close_;
     scheduled_ = false;
-    deferred_ = false;
   }
   void Written(size_t n) {
     {
@@ -142,36 +139,6 @@ class SessionSink : public ResponseSink, public std::enable_shared_from_this<Ses
   }
 
  private:
-  // Posts the flush. From a guest running inline on an I/O thread it is deferred: it runs on
-  // the same thread once the guest's job returns, instead of waking another thread.
-  void Schedule() {
-    bool defer = InlineRunner::Current() != nullptr && !MarkedBlocking();
-    if (defer) {
-      std::lock_guard lock(mu_);
-      deferred_ = true;
-      if (tls_in_job) tls_deferred_sink = this;
-    }
-    session_->PostFlush(shared_from_this(), defer);
-  }
-
- public:
-  // The job that deferred a flush turned out to block: post it again, now.
-  void Repost() {
-    {
-      std::lock_guard lock(mu_);
-      if (!deferred_) return;
-      deferred_ = false;
-    }
-    session_->PostFlush(shared_from_this(), false);
-  }
-  // On an I/O thread: a job deferred by the gateway (a guest run inline) is running; and the
-  // sink whose flush it deferred. Both reset when the job ends. (Sinks of responses made in a
-  // session's own handlers, /healthz and the like, never block and are not recorded.)
-  static inline thread_local bool tls_in_job = false;
-  static inline thread_local SessionSink* tls_deferred_sink = nullptr;
-
- private:
-
   static constexpr size_t kMaxPending = 256 * 1024;
   const std::shared_ptr<SessionBase> session_;
   std::mutex mu_;
@@ -182,7 +149,6 @@ class SessionSink : public ResponseSink, public std::enable_shared_from_this<Ses
   bool complete_ = false;            // guarded by mu_
   bool close_ = false;               // guarded by mu_
   bool gone_ = false;                // guarded by mu_
-  bool deferred_ = false;            // guarded by mu_: the scheduled flush waits for the job
 };
 
 bool IEquals(beast::string_view a, beast::string_view b) { return beast::iequals(a, b); }
@@ -218,18 +184,17 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     net::dispatch(stream_.get_executor(), [self = this->shared_from_this()] { self->Begin(); });
   }
 
-  void PostFlush(std::shared_ptr<SessionSink> sink, bool defer) override {
-    auto fn = [self = this->shared_from_this(), sink = std::move(sink)] { self->Flush(sink); };
-    if (defer) {
-      // Not net::defer to the strand: that would hold the strand until the job ends, so a
-      // repost (the job blocked after all) could not run before it. A plain deferred handler
-      // holds nothing, and enters the strand when it runs.
-      net::defer(shared_.io->get_executor(), [ex = stream_.get_executor(), fn = std::move(fn)]() mutable {
-        net::dispatch(ex, std::move(fn));
-      });
-    } else {
-      net::post(stream_.get_executor(), std::move(fn));
+  void PostFlush(std::shared_ptr<SessionSink> sink) override {
+    auto flush = [self = this->shared_from_this(), sink = std::move(sink)] { self->Flush(sink); };
+    // From a guest run inline: the flush enters the strand on this thread once the job ends
+    // (no other thread woken), or is posted at once if the job blocks first.
+    if (InlineRunner* runner = InlineRunner::Current()) {
+      std::function<void()> later = [ex = stream_.get_executor(), flush]() mutable {
+        net::dispatch(ex, std::move(flush));
+      };
+      if (runner->AfterJob(std::move(later))) return;
     }
+    net::post(stream_.get_executor(), std::move(flush));
   }
   void PostDrain() override {
     net::post(stream_.get_executor(), [self = this->shared_from_this()] {
@@ -553,7 +518,6 @@ class ServerImpl : public Server, public InlineRunner {
         acceptor_(accept_strand_),
         signals_(accept_strand_) {
     shared_.resume_accept = [this] { net::post(accept_strand_, [this] { MaybeAccept(); }); };
-    shared_.io = &io_;
   }
 
   ~ServerImpl() override {
@@ -657,10 +621,11 @@ class ServerImpl : public Server, public InlineRunner {
 
   void Defer(std::function<void()> job) override {
     net::defer(io_.get_executor(), [this, job = std::move(job)] {
-      SessionSink::tls_in_job = true;
+      tls_in_job_ = true;
       job();
-      SessionSink::tls_in_job = false;
-      SessionSink::tls_deferred_sink = nullptr;
+      tls_in_job_ = false;
+      for (auto& fn : tls_after_job_) fn();
+      tls_after_job_.clear();
       if (tls_blocked_here_) {
         tls_blocked_here_ = false;
         AfterBlocked();
@@ -668,12 +633,18 @@ class ServerImpl : public Server, public InlineRunner {
     });
   }
 
+  bool AfterJob(std::function<void()>&& fn) override {
+    if (!tls_in_job_ || tls_blocked_here_) return false;
+    tls_after_job_.push_back(std::move(fn));
+    return true;
+  }
+
  protected:
   void OnBlocking() override {
-    if (auto* sink = SessionSink::tls_deferred_sink) {
-      SessionSink::tls_deferred_sink = nullptr;
-      sink->Repost();
-    }
+    // What the job held for its end must not wait for it now (posted: not run inside the
+    // guest's host call).
+    for (auto& fn : tls_after_job_) net::post(io_, std::move(fn));
+    tls_after_job_.clear();
     if (tls_blocked_here_) return;
     tls_blocked_here_ = true;
     std::lock_guard lock(mu_);
@@ -693,7 +664,7 @@ class ServerImpl : public Server, public InlineRunner {
 
  private:
   // A blocked job ended on this thread. If enough threads serve without it, one thread parks
-  // (in a handler of its own, so that what this job deferred runs first).
+  // (in a handler of its own, so that what this handler queued is not held by a parked thread).
   void AfterBlocked() {
     std::lock_guard lock(mu_);
     ++active_;
@@ -887,8 +858,11 @@ class ServerImpl : public Server, public InlineRunner {
   bool io_stopped_ = false;
   bool stopping_threads_ = false;
   LogLimiter spare_log_;
-  // Per thread: its current job marked itself blocked (OnBlocking was called for it).
+  // Per I/O thread: a Defer() job is running; it marked itself blocked (OnBlocking was called
+  // for it); what it handed to AfterJob.
+  static inline thread_local bool tls_in_job_ = false;
   static inline thread_local bool tls_blocked_here_ = false;
+  static inline thread_local std::vector<std::function<void()>> tls_after_job_;
   unsigned short port_ = 0;
   size_t max_connections_ = 0;
   // The rest is touched only on accept_strand_.

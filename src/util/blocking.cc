@@ -15,8 +15,6 @@ void MarkBlocking() {
   if (tls_runner != nullptr) tls_runner->OnBlocking();
 }
 
-bool MarkedBlocking() { return tls_blocked; }
-
 bool TakeBlocked() {
   bool blocked = tls_blocked;
   tls_blocked = false;

@@ -18,6 +18,11 @@ class InlineRunner {
   // Queues `job` on this runner's threads, to run soon after the current handler returns
   // (normally on the same thread, with no wake-up of another one).
   virtual void Defer(std::function<void()> job) = 0;
+  // From a Defer() job: runs `fn` on this thread when the job ends, or has it run at once on
+  // another thread if the job blocks first (MarkBlocking), so that what a quick job hands on (its
+  // response) costs no wake-up, and waits for nothing when the job turns out long. False, and
+  // `fn` left as it was, when not in a job or when the job already blocked.
+  virtual bool AfterJob(std::function<void()>&& fn) = 0;
 
   // The runner of the calling thread, or null (a worker thread, a test, the main thread).
   static InlineRunner* Current();
@@ -35,9 +40,6 @@ class InlineRunner {
 // (a thread-local check) when already said, or when the thread has no runner. Records it for
 // TakeBlocked() either way.
 void MarkBlocking();
-
-// Whether MarkBlocking() was called on this thread since the last TakeBlocked().
-bool MarkedBlocking();
 
 // Whether MarkBlocking() was called on this thread since the last call; resets the record.
 // A job runner calls it before and after each job.
